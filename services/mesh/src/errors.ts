@@ -1,0 +1,30 @@
+/**
+ * Translation of backend failures into RPC errors, done once at the repository edge:
+ * duplicate key → AlreadyExists, unreachable database → Unavailable, the rest → Internal
+ * (with the original kept as `cause`, never in the message).
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import { MongoError, MongoNetworkError, MongoNotConnectedError, MongoServerSelectionError, MongoTopologyClosedError } from "mongodb";
+
+/** True for a unique-index violation (E11000). */
+export function isDuplicateKeyError(err: unknown): boolean {
+  return err instanceof MongoError && (err.code === 11000 || err.code === 11001);
+}
+
+/** True when the database cannot be reached, as opposed to a query that failed. */
+export function isUnreachableError(err: unknown): boolean {
+  if (err instanceof MongoNetworkError || err instanceof MongoServerSelectionError) return true;
+  if (err instanceof MongoNotConnectedError || err instanceof MongoTopologyClosedError) return true;
+  if (err instanceof MongoError && typeof err.hasErrorLabel === "function") {
+    return err.hasErrorLabel("ResetPool") || err.hasErrorLabel("PoolRequestedRetry");
+  }
+  return false;
+}
+
+/** Maps any error thrown by the MongoDB driver to a ConnectError. */
+export function fromMongoError(err: unknown, what: string): ConnectError {
+  if (err instanceof ConnectError) return err;
+  if (isDuplicateKeyError(err)) return new ConnectError(`${what}: already exists`, Code.AlreadyExists, undefined, undefined, err);
+  if (isUnreachableError(err)) return new ConnectError(`${what}: database unavailable`, Code.Unavailable, undefined, undefined, err);
+  return new ConnectError(`${what}: database error`, Code.Internal, undefined, undefined, err);
+}

@@ -1,0 +1,241 @@
+/**
+ * The plugin host: runs any set of plugins in one process. All plugins in one process is
+ * the embedded default and what the tests run; one plugin per pod is the Kubernetes layout.
+ * Only configuration differs (MESH_PLUGINS, <NAME>_ADDR, MONGODB_URI, REDIS_URL).
+ *
+ * Start: backends (embedded FerretDB / redis-server when no URI is given) → plugins in
+ * ALL_PLUGINS order → one HTTP/2 server speaking gRPC, gRPC-Web and Connect for every
+ * service of this process, with grpc.health.v1. Stop runs the other way and waits.
+ */
+import { createServer as createH2Server, type Http2Server, type ServerHttp2Session } from "node:http2";
+import { createClient, createRouterTransport, Code, ConnectError, type Client, type ConnectRouter, type Interceptor, type Transport } from "@connectrpc/connect";
+import { connectNodeAdapter, createGrpcTransport } from "@connectrpc/connect-node";
+import type { DescService } from "@bufbuild/protobuf";
+import { HealthCheckResponse_ServingStatus as Status } from "@linquid/contracts";
+import type { Redis } from "ioredis";
+import type { MongoClient } from "mongodb";
+import { ConfigError, type MeshConfig, type PluginName } from "./config.js";
+import { startFerretDb, startRedisServer, type EmbeddedServer } from "./embedded.js";
+import { createHealthRegistry } from "./health.js";
+import { createLogger, type Logger } from "./logger.js";
+import { connectMongo, pluginDb } from "./mongo.js";
+import { pluginOfService, type Plugin, type PluginContext, type RunningPlugin } from "./plugin.js";
+import { createRedis } from "./redis.js";
+import { createClientTracingInterceptor, createServerTracingInterceptor } from "./rpc-tracing.js";
+
+export interface Host {
+  /** Base URL of this process's gRPC server; undefined when it serves no RPC service. */
+  readonly grpcUrl: string | undefined;
+  /** Base URL of the REST gateway when it runs here. */
+  readonly gatewayUrl: string | undefined;
+  /** Where the MongoDB of this process is (embedded or configured). */
+  readonly mongodbUri: string | undefined;
+  readonly redisUrl: string | undefined;
+  /** A client for any service, wired as a plugin's would be. */
+  client<S extends DescService>(service: S): Client<S>;
+  /** Stops plugins, servers, connections and child processes; safe to call twice. */
+  stop(): Promise<void>;
+}
+
+export interface HostOptions {
+  /** Plugins to run; default: import `@linquid/<name>` for each of config.plugins. */
+  plugins?: readonly Plugin[];
+  logger?: Logger;
+}
+
+/** Logs unexpected failures once, where they happen, with their cause. */
+function createErrorLoggingInterceptor(logger: Logger): Interceptor {
+  return (next) => async (req) => {
+    try {
+      return await next(req);
+    } catch (err) {
+      const ce = ConnectError.from(err);
+      if (ce.code === Code.Internal || ce.code === Code.Unknown || ce.code === Code.Unavailable) {
+        const cause = ce.cause instanceof Error ? { name: ce.cause.name, message: ce.cause.message } : undefined;
+        logger.error("rpc failed", { rpc: `${req.service.typeName}/${req.method.name}`, code: Code[ce.code], message: ce.rawMessage, cause });
+      }
+      throw err;
+    }
+  };
+}
+
+/** A transport that builds the real one on first use, so plugins may depend on each other in any order. */
+function lazyTransport(make: () => Transport): Transport {
+  let t: Transport | undefined;
+  const get = () => (t ??= make());
+  return {
+    unary: (...args) => get().unary(...args),
+    stream: (...args) => get().stream(...args),
+  };
+}
+
+async function loadPlugins(names: readonly PluginName[]): Promise<Plugin[]> {
+  const out: Plugin[] = [];
+  for (const name of names) {
+    const mod = (await import(`@linquid/${name}`)) as { default?: Plugin };
+    if (mod.default?.name !== name) throw new Error(`@linquid/${name} has no default-exported plugin named "${name}"`);
+    out.push(mod.default);
+  }
+  return out;
+}
+
+/** Starts the plugins of `config` and everything they need. On failure, stops what started and throws. */
+export async function startHost(config: MeshConfig, options: HostOptions = {}): Promise<Host> {
+  const logger = options.logger ?? createLogger("mesh", config.logLevel);
+  const cleanups: Array<() => Promise<void>> = [];
+  const stopAll = async () => {
+    for (const fn of cleanups.splice(0).reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        logger.warn("error during stop", { error: err });
+      }
+    }
+  };
+
+  try {
+    const plugins = options.plugins ?? (await loadPlugins(config.plugins));
+    const local = new Set<string>(plugins.map((p) => p.name));
+
+    // Backends.
+    let mongo: MongoClient | undefined;
+    let mongodbUri = config.mongodbUri;
+    if (plugins.some((p) => p.needs.mongo)) {
+      if (mongodbUri === undefined) {
+        const ferret: EmbeddedServer = await startFerretDb(config.ferretdbBin, config.dataDir);
+        cleanups.push(() => ferret.stop());
+        mongodbUri = ferret.url;
+        logger.info("embedded FerretDB started", { url: ferret.url, pid: ferret.pid });
+      }
+      try {
+        mongo = await connectMongo(mongodbUri);
+      } catch (err) {
+        throw new ConfigError(`MONGODB_URI: cannot reach the database (${(err as Error).message})`);
+      }
+      const client = mongo;
+      cleanups.push(() => client.close());
+    }
+    let redis: Redis | undefined;
+    let redisUrl = config.redisUrl;
+    if (plugins.some((p) => p.needs.redis) && !config.redisDisabled) {
+      if (redisUrl === undefined) {
+        try {
+          const server = await startRedisServer(config.redisServerBin, config.dataDir);
+          cleanups.push(() => server.stop());
+          redisUrl = server.url;
+          logger.info("embedded redis-server started", { url: server.url, pid: server.pid });
+        } catch (err) {
+          logger.warn("no Redis: running uncached with per-process rate limits", { error: (err as Error).message });
+        }
+      }
+      if (redisUrl !== undefined) {
+        const client = createRedis(redisUrl, logger.child("redis"));
+        redis = client;
+        cleanups.push(async () => {
+          client.disconnect();
+        });
+      }
+    }
+
+    // RPC wiring.
+    const clientInterceptors = [createClientTracingInterceptor()];
+    const serverInterceptors = [createServerTracingInterceptor(), createErrorLoggingInterceptor(logger.child("rpc"))];
+    const running: RunningPlugin[] = [];
+    const allRoutes = (router: ConnectRouter) => {
+      for (const r of running) r.routes?.(router);
+    };
+    const inProcess = lazyTransport(() =>
+      createRouterTransport(allRoutes, { router: { interceptors: serverInterceptors }, transport: { interceptors: clientInterceptors } }),
+    );
+    const remote = new Map<string, Transport>();
+    const transportFor = (service: DescService): Transport => {
+      const owner = pluginOfService(service);
+      if (local.has(owner)) return inProcess;
+      let t = remote.get(owner);
+      if (t === undefined) {
+        const baseUrl = config.serviceAddrs[owner as PluginName];
+        if (baseUrl === undefined) {
+          throw new ConfigError(`${owner.toUpperCase()}_ADDR: required, the ${owner} plugin does not run in this process`);
+        }
+        t = createGrpcTransport({ baseUrl, interceptors: clientInterceptors, defaultTimeoutMs: 15_000 });
+        remote.set(owner, t);
+      }
+      return t;
+    };
+    const client = <S extends DescService>(service: S): Client<S> => createClient(service, transportFor(service));
+
+    // Plugins.
+    const health = createHealthRegistry();
+    let gatewayUrl: string | undefined;
+    for (const plugin of plugins) {
+      const ctx: PluginContext = {
+        config,
+        logger: logger.child(plugin.name),
+        get db() {
+          if (mongo === undefined || !plugin.needs.mongo) throw new Error(`plugin ${plugin.name} did not declare needs.mongo`);
+          return pluginDb(mongo, config.mongodbDbPrefix, plugin.name);
+        },
+        redis: plugin.needs.redis ? redis : undefined,
+        client,
+      };
+      const r = await plugin.start(ctx);
+      running.push(r);
+      cleanups.push(() => r.stop());
+      if (r.url !== undefined) gatewayUrl = r.url;
+    }
+
+    // gRPC server for the services of this process.
+    let grpcUrl: string | undefined;
+    const services = running.flatMap((r) => r.services ?? []);
+    if (services.length > 0) {
+      const server: Http2Server = createH2Server(
+        connectNodeAdapter({
+          routes: (router) => {
+            allRoutes(router);
+            health.routes(router);
+          },
+          interceptors: serverInterceptors,
+        }),
+      );
+      const sessions = new Set<ServerHttp2Session>();
+      server.on("session", (s) => {
+        sessions.add(s);
+        s.once("close", () => sessions.delete(s));
+      });
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", (err) => reject(new ConfigError(`GRPC_PORT: cannot listen on ${config.bindHost}:${config.grpcPort} (${err.message})`)));
+        server.listen(config.grpcPort, config.bindHost, () => resolve());
+      });
+      const addr = server.address();
+      grpcUrl = `http://${config.bindHost}:${typeof addr === "object" && addr !== null ? addr.port : config.grpcPort}`;
+      cleanups.push(
+        () =>
+          new Promise<void>((resolve) => {
+            for (const s of services) health.set(s.typeName, Status.NOT_SERVING);
+            health.set("", Status.NOT_SERVING);
+            server.close(() => resolve());
+            for (const s of sessions) s.close();
+            setTimeout(() => {
+              for (const s of sessions) s.destroy();
+            }, config.shutdownTimeoutMs).unref();
+          }),
+      );
+      for (const s of services) health.set(s.typeName, Status.SERVING);
+      health.set("", Status.SERVING);
+      logger.info("serving gRPC", { url: grpcUrl, services: services.map((s) => s.typeName) });
+    }
+
+    let stopping: Promise<void> | undefined;
+    return {
+      grpcUrl,
+      gatewayUrl,
+      mongodbUri,
+      redisUrl,
+      client,
+      stop: () => (stopping ??= stopAll()),
+    };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}

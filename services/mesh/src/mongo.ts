@@ -1,0 +1,62 @@
+/**
+ * MongoDB access shared by every plugin. Each plugin owns one database,
+ * `${MONGODB_DB_PREFIX}_${plugin}`, and never touches another's.
+ *
+ * The code must run on MongoDB 7 and on FerretDB v1 (the embedded default and the test
+ * backend) alike, so it stays within what both support:
+ * - aggregation: $match, $group with $sum/$count only, $project, $sort, $skip, $limit,
+ *   $unwind, $count, $unset — no $lookup, $facet, $min/$max/$first, date operators;
+ * - no transactions; unique indexes yes, partial/sparse/TTL indexes no.
+ * So heavy lifting happens at write time: bucket keys are computed before writing and
+ * rollups are kept with `$inc` upserts on deterministic `_id`s, and reads stay simple.
+ * FerretDB's SQLite backend pushes only `_id` equality down to SQL; identity keys and
+ * rollup cells therefore use deterministic `_id`s, which is also the fastest path on MongoDB.
+ */
+import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import { MongoClient, type Db } from "mongodb";
+import { fromMongoError } from "./errors.js";
+
+const tracer = trace.getTracer("linquid.mongodb");
+
+/** Opens a client; fails within `timeoutMs` when the server cannot be reached. */
+export async function connectMongo(uri: string, timeoutMs = 5000): Promise<MongoClient> {
+  const client = new MongoClient(uri, {
+    serverSelectionTimeoutMS: 3000,
+    connectTimeoutMS: 3000,
+    maxPoolSize: 50,
+    retryWrites: false, // FerretDB v1 and standalone servers have no retryable writes
+    appName: "linquid",
+  });
+  await Promise.race([
+    client.connect().then(() => client.db("admin").command({ ping: 1 })),
+    new Promise((_, reject) => setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs).unref()),
+  ]);
+  return client;
+}
+
+/** The database a plugin owns. */
+export function pluginDb(client: MongoClient, prefix: string, plugin: string): Db {
+  return client.db(`${prefix}_${plugin}`);
+}
+
+/**
+ * Runs one database call inside a client span named after the collection and operation,
+ * translating driver errors to ConnectErrors (see errors.ts).
+ */
+export async function dbCall<T>(collection: string, operation: string, fn: () => Promise<T>): Promise<T> {
+  return tracer.startActiveSpan(
+    `mongodb.${operation} ${collection}`,
+    { kind: SpanKind.CLIENT, attributes: { "db.system": "mongodb", "db.collection.name": collection, "db.operation.name": operation } },
+    async (span) => {
+      try {
+        return await fn();
+      } catch (err) {
+        span.recordException(err as Error);
+        span.setStatus({ code: SpanStatusCode.ERROR });
+        throw fromMongoError(err, `${collection}.${operation}`);
+      } finally {
+        span.end();
+      }
+    },
+  );
+}

@@ -1,0 +1,56 @@
+/**
+ * Redis is an accelerator, never a dependency: snapshot caches and rate-limit counters
+ * live there, and every caller must keep answering (uncached, with a per-process
+ * limiter) while it is down. Commands fail fast instead of queueing while disconnected.
+ */
+import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import { Redis } from "ioredis";
+import type { Logger } from "./logger.js";
+
+const tracer = trace.getTracer("linquid.redis");
+
+/** Connects lazily and keeps reconnecting in the background; never throws at start. */
+export function createRedis(url: string, logger: Logger): Redis {
+  const redis = new Redis(url, {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    connectTimeout: 1000,
+    commandTimeout: 500,
+    retryStrategy: (times) => Math.min(times * 200, 2000),
+    lazyConnect: false,
+  });
+  let down = false;
+  redis.on("error", (err: Error) => {
+    if (!down) logger.warn("redis unavailable; serving without it", { error: err.message });
+    down = true;
+  });
+  redis.on("ready", () => {
+    if (down) logger.info("redis reachable again");
+    down = false;
+  });
+  return redis;
+}
+
+/** True when commands can be sent now. */
+export function redisReady(redis: Redis | undefined): redis is Redis {
+  return redis !== undefined && redis.status === "ready";
+}
+
+/** Runs one Redis call inside a client span. Errors propagate; callers decide how to degrade. */
+export async function redisCall<T>(operation: string, fn: () => Promise<T>): Promise<T> {
+  return tracer.startActiveSpan(
+    `redis.${operation}`,
+    { kind: SpanKind.CLIENT, attributes: { "db.system": "redis", "db.operation.name": operation } },
+    async (span) => {
+      try {
+        return await fn();
+      } catch (err) {
+        span.recordException(err as Error);
+        span.setStatus({ code: SpanStatusCode.ERROR });
+        throw err;
+      } finally {
+        span.end();
+      }
+    },
+  );
+}
