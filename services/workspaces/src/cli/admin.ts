@@ -1,0 +1,110 @@
+/**
+ * The operator CLI: `npm run --silent admin -- <command>`. It talks to the running mesh over
+ * gRPC (WORKSPACES_ADDR / ANALYTICS_ADDR, default the local mesh at http://127.0.0.1:$GRPC_PORT),
+ * so it works against the same backends as `npm start` with no extra flags.
+ *
+ *   workspace create --name <name> --plan <starter|pro|enterprise> [--currency <ISO 4217>] [--rate-limit <per hour>|unlimited]
+ *   key create --workspace <id> --scopes <scope,scope,...> [--name <name>] [--test]
+ *   key revoke --id <key id>
+ *   analytics rebuild --workspace <id>
+ *
+ * Each prints one JSON object on stdout. Bad arguments: one line on stderr, exit 2;
+ * a failed call: one line on stderr, exit 1.
+ */
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { AnalyticsService, WorkspacesService } from "@linquid/contracts";
+
+class UsageError extends Error {}
+
+const usage = `usage: admin workspace create --name <name> --plan <starter|pro|enterprise> [--currency <code>] [--rate-limit <n>|unlimited]
+       admin key create --workspace <id> --scopes <scope,...> [--name <name>] [--test]
+       admin key revoke --id <key id>
+       admin analytics rebuild --workspace <id>`;
+
+function address(service: "WORKSPACES" | "ANALYTICS"): string {
+  const explicit = process.env[`${service}_ADDR`];
+  if (explicit !== undefined && explicit !== "") return explicit;
+  return `http://127.0.0.1:${process.env["GRPC_PORT"] ?? "8090"}`;
+}
+
+function required(values: Record<string, unknown>, name: string): string {
+  const v = values[name];
+  if (typeof v !== "string" || v.trim() === "") throw new UsageError(`--${name} is required`);
+  return v;
+}
+
+async function run(argv: string[]): Promise<unknown> {
+  const [noun, verb, ...rest] = argv;
+  const parse = (options: ParseArgsOptionsConfig) => {
+    try {
+      return parseArgs({ args: rest, options, strict: true, allowPositionals: false }).values as Record<string, unknown>;
+    } catch (err) {
+      throw new UsageError((err as Error).message.split("\n")[0] ?? "bad arguments");
+    }
+  };
+  const workspaces = () => createClient(WorkspacesService, createGrpcTransport({ baseUrl: address("WORKSPACES") }));
+
+  if (noun === "workspace" && verb === "create") {
+    const v = parse({ name: { type: "string" }, plan: { type: "string" }, currency: { type: "string" }, "rate-limit": { type: "string" } });
+    const name = required(v, "name");
+    const plan = required(v, "plan");
+    if (!["starter", "pro", "enterprise"].includes(plan)) throw new UsageError(`--plan must be starter, pro or enterprise, got "${plan}"`);
+    const rl = v["rate-limit"] as string | undefined;
+    if (rl !== undefined && rl !== "unlimited" && !/^[1-9]\d{0,9}$/.test(rl)) throw new UsageError(`--rate-limit must be a positive integer or "unlimited", got "${rl}"`);
+    const currency = v["currency"] as string | undefined;
+    if (currency !== undefined && !/^[A-Z]{3}$/.test(currency)) throw new UsageError(`--currency must be an ISO 4217 code such as USD, got "${currency}"`);
+    const res = await workspaces().createWorkspace({
+      name,
+      plan,
+      ...(currency !== undefined ? { currency } : {}),
+      ...(rl === "unlimited" ? { unlimited: true } : rl !== undefined ? { rateLimit: BigInt(rl) } : {}),
+    });
+    const ws = res.workspace!;
+    return { id: ws.id, name: ws.name, plan: ws.plan, currency: ws.currency, rateLimit: ws.rateLimit === undefined ? "unlimited" : Number(ws.rateLimit) };
+  }
+  if (noun === "key" && verb === "create") {
+    const v = parse({ workspace: { type: "string" }, scopes: { type: "string" }, name: { type: "string" }, test: { type: "boolean" } });
+    const workspaceId = required(v, "workspace");
+    const scopes = required(v, "scopes").split(",").map((s) => s.trim()).filter((s) => s !== "");
+    const name = v["name"] as string | undefined;
+    const res = await workspaces().createApiKey({ workspaceId, scopes, ...(name !== undefined ? { name } : {}), mode: v["test"] === true ? "test" : "live" });
+    return { id: res.apiKey!.id, key: res.key, scopes: res.apiKey!.scopes };
+  }
+  if (noun === "key" && verb === "revoke") {
+    const v = parse({ id: { type: "string" } });
+    const res = await workspaces().revokeApiKey({ id: required(v, "id") });
+    return { id: res.apiKey!.id, revoked: true };
+  }
+  if (noun === "analytics" && verb === "rebuild") {
+    const v = parse({ workspace: { type: "string" } });
+    const client = createClient(AnalyticsService, createGrpcTransport({ baseUrl: address("ANALYTICS") }));
+    const res = await client.rebuildWorkspace({ workspaceId: required(v, "workspace") }, { timeoutMs: 30 * 60_000 });
+    return { workspaceId: required(v, "workspace"), customers: Number(res.customers), events: Number(res.events) };
+  }
+  if (noun === "help" || noun === "--help") {
+    process.stdout.write(`${usage}\n`);
+    process.exit(0);
+  }
+  throw new UsageError(argv.length === 0 ? "a command is required" : `unknown command "${[noun, verb].filter(Boolean).join(" ")}"`);
+}
+
+try {
+  const out = await run(process.argv.slice(2));
+  process.stdout.write(JSON.stringify(out) + "\n");
+} catch (err) {
+  if (err instanceof UsageError) {
+    process.stderr.write(`admin: ${err.message} (see: npm run admin -- help)\n`);
+    process.exit(2);
+  }
+  const ce = ConnectError.from(err);
+  const message =
+    ce.code === Code.Unavailable
+      ? `cannot reach the mesh (${address("WORKSPACES")}): is \`npm start\` running?`
+      : ce.code === Code.InvalidArgument || ce.code === Code.NotFound
+        ? ce.rawMessage
+        : `${Code[ce.code]}: ${ce.rawMessage}`;
+  process.stderr.write(`admin: ${message}\n`);
+  process.exit(1);
+}
