@@ -11,6 +11,7 @@ import { inject } from "vitest";
 import { loadConfig, type MeshConfig } from "../config.js";
 import { startHost, type Host } from "../host.js";
 import { newId } from "../ids.js";
+import { createClientTracingInterceptor } from "../rpc-tracing.js";
 import { createLogger } from "../logger.js";
 
 export interface TestMesh {
@@ -52,7 +53,7 @@ export async function startTestMesh(env: Record<string, string> = {}): Promise<T
     api,
     grpcClient(service) {
       if (host.grpcUrl === undefined) throw new Error("this mesh serves no gRPC");
-      const t = createGrpcTransport({ baseUrl: host.grpcUrl });
+      const t = createGrpcTransport({ baseUrl: host.grpcUrl, interceptors: [createClientTracingInterceptor()] });
       transports.push(t);
       return createClient(service, t);
     },

@@ -1,0 +1,103 @@
+/**
+ * The mesh as an operator runs it: `node services/mesh/src/main.ts` in a child process.
+ */
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Health, HealthCheckResponse_ServingStatus as Status } from "@linquid/contracts";
+import { afterAll, describe, expect, it } from "vitest";
+import { inject } from "vitest";
+import { freePort } from "@linquid/mesh";
+
+const node = process.execPath;
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function runMain(env: Record<string, string>) {
+  const child = spawn(node, ["--import", "tsx", "services/mesh/src/main.ts"], {
+    env: { PATH: process.env["PATH"] ?? "", HOME: process.env["HOME"] ?? "/tmp", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stderr = "";
+  child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return { child, exited, stderr: () => stderr };
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe("mesh process", () => {
+  it.each([
+    ["MONGODB_URI", "nonsense"],
+    ["GRPC_PORT", "eighty"],
+    ["MESH_PLUGINS", "customers,billing"],
+    ["REDIS_URL", "http://localhost:6379"],
+  ])("fails fast with one clear line when %s=%s", async (name, value) => {
+    const run = runMain({ [name]: value });
+    const code = await run.exited;
+    expect(code).toBe(2);
+    const lines = run.stderr().trim().split("\n");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(new RegExp(`^linquid: configuration error: ${name}: `));
+    expect(run.stderr()).not.toMatch(/\n\s+at /);
+  });
+
+  it("fails fast when the database cannot be reached", async () => {
+    const port = await freePort();
+    const run = runMain({ MONGODB_URI: `mongodb://127.0.0.1:${port}/`, MESH_PLUGINS: "workspaces", REDIS_URL: "none", GRPC_PORT: "0" });
+    expect(await run.exited).toBe(2);
+    expect(run.stderr().trim().split("\n").at(-1)).toMatch(/^linquid: configuration error: MONGODB_URI: cannot reach the database/);
+  });
+
+  it("starts embedded FerretDB and redis-server, serves health, and leaves nothing running after SIGTERM", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "linquid-proc-"));
+    dirs.push(dataDir);
+    const grpcPort = await freePort();
+    const run = runMain({
+      MESH_PLUGINS: "workspaces,customers,analytics,gateway",
+      DATA_DIR: dataDir,
+      GRPC_PORT: String(grpcPort),
+      PORT: "0",
+      FERRETDB_BIN: inject("ferretdbBin"),
+      REDIS_SERVER_BIN: inject("redisServerBin"),
+      LOG_LEVEL: "info",
+    });
+    const deadline = Date.now() + 30_000;
+    while (!run.stderr().includes('"msg":"mesh started"')) {
+      if (Date.now() > deadline || run.child.exitCode !== null) throw new Error(`mesh did not start: ${run.stderr()}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const logs = run
+      .stderr()
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const childPids = logs.filter((l) => typeof l["pid"] === "number").map((l) => l["pid"] as number);
+    expect(childPids).toHaveLength(2); // FerretDB and redis-server
+
+    const health = createClient(Health, createGrpcTransport({ baseUrl: `http://127.0.0.1:${grpcPort}` }));
+    const services = (await health.list({})).statuses;
+    expect(Object.keys(services).sort()).toEqual(
+      ["", "linquid.analytics.v1.AnalyticsService", "linquid.customers.v1.CustomersService", "linquid.workspaces.v1.WorkspacesService"].sort(),
+    );
+    for (const s of Object.values(services)) expect(s.status).toBe(Status.SERVING);
+
+    const started = Date.now();
+    run.child.kill("SIGTERM");
+    expect(await run.exited).toBe(0);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    for (const pid of childPids) expect(alive(pid)).toBe(false);
+  });
+});
