@@ -1,0 +1,74 @@
+/**
+ * The operator CLI against a running mesh, as an operator uses it.
+ */
+import { spawn } from "node:child_process";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { WorkspacesService } from "@linquid/contracts";
+import { startTestMesh, type TestMesh } from "@linquid/mesh/testing";
+
+function admin(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ["--import", "tsx", "services/workspaces/src/cli/admin.ts", ...args], {
+      env: { PATH: process.env["PATH"] ?? "", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.once("exit", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe("admin CLI", () => {
+  let mesh: TestMesh;
+  let env: Record<string, string>;
+  beforeAll(async () => {
+    mesh = await startTestMesh({ MESH_PLUGINS: "workspaces" });
+    env = { WORKSPACES_ADDR: mesh.host.grpcUrl! };
+  });
+  afterAll(async () => {
+    await mesh?.stop();
+  });
+
+  it("creates a workspace and a key, and revokes the key", async () => {
+    const ws = await admin(["workspace", "create", "--name", "Acme", "--plan", "pro", "--currency", "EUR", "--rate-limit", "500"], env);
+    expect(ws.code).toBe(0);
+    const workspace = JSON.parse(ws.stdout) as Record<string, unknown>;
+    expect(workspace).toEqual({ id: expect.stringMatching(/^ws_/), name: "Acme", plan: "pro", currency: "EUR", rateLimit: 500 });
+
+    const key = await admin(["key", "create", "--workspace", workspace["id"] as string, "--scopes", "links:read,events:write", "--name", "ci"], env);
+    expect(key.code).toBe(0);
+    const made = JSON.parse(key.stdout) as { id: string; key: string; scopes: string[] };
+    expect(made.key).toMatch(/^lw_live_/);
+    expect(made.scopes).toEqual(["links:read", "events:write"]);
+
+    const revoked = await admin(["key", "revoke", "--id", made.id], env);
+    expect(revoked.code).toBe(0);
+    expect(JSON.parse(revoked.stdout)).toEqual({ id: made.id, revoked: true });
+
+    const stored = await mesh.host.client(WorkspacesService).getWorkspace({ id: workspace["id"] as string });
+    expect(stored.workspace?.name).toBe("Acme");
+  });
+
+  it("prints unlimited budgets as such", async () => {
+    const ws = await admin(["workspace", "create", "--name", "Big", "--plan", "enterprise", "--rate-limit", "unlimited"], env);
+    expect(JSON.parse(ws.stdout)).toMatchObject({ plan: "enterprise", rateLimit: "unlimited" });
+  });
+
+  it.each([
+    [["workspace", "create", "--plan", "pro"], /--name is required/],
+    [["workspace", "create", "--name", "x", "--plan", "gold"], /--plan must be/],
+    [["workspace", "create", "--name", "x", "--plan", "pro", "--rate-limit", "-3"], /--rate-limit/],
+    [["key", "create", "--workspace", "ws_missing", "--scopes", "links:read"], /workspace not found/],
+    [["key", "create", "--workspace", "ws_x", "--scopes", "root"], /unknown scope/],
+    [["frobnicate"], /unknown command/],
+    [["key", "revoke", "--id", "key_x", "--force"], /Unknown option/],
+  ])("rejects %j with one line on stderr and a non-zero exit", async (args, message) => {
+    const out = await admin(args, env);
+    expect(out.code).not.toBe(0);
+    expect(out.stdout).toBe("");
+    expect(out.stderr.trim().split("\n")).toHaveLength(1);
+    expect(out.stderr).toMatch(message);
+  });
+});
