@@ -1,0 +1,78 @@
+/**
+ * The gateway plugin: the public REST API (rest-api.md) in front of the mesh's services.
+ * Routes come from the contracts' google.api.http and linquid.policy.v1.route options; the
+ * policy chain is in pipeline.ts; the HTTP listener in server.ts.
+ */
+import type { DescService, Message } from "@bufbuild/protobuf";
+import { Code, ConnectError, type CallOptions } from "@connectrpc/connect";
+import { AnalyticsService, CustomersService, WorkspacesService, type AuthenticateApiKeyResponse } from "@linquid/contracts";
+import type { Plugin } from "@linquid/mesh";
+import { createAuthenticator, grantedScopes } from "./auth.js";
+import { createCachePolicy } from "./cache.js";
+import type { Principal } from "./context.js";
+import { createPipeline, type Invoke } from "./pipeline.js";
+import { createFallbackLimiter } from "./rate-limit.js";
+import { buildRoutes, createRouteTable } from "./route-table.js";
+import { createGatewayServer } from "./server.js";
+
+/** The services whose REST mappings the gateway serves. */
+export const REST_SERVICES: readonly DescService[] = [CustomersService, AnalyticsService];
+
+/** The principal of an AuthenticateApiKey answer. */
+export function principalOf(res: AuthenticateApiKeyResponse): Principal {
+  const ws = res.workspace;
+  const key = res.apiKey;
+  if (ws === undefined || key === undefined) throw new ConnectError("incomplete principal", Code.Unauthenticated);
+  return {
+    workspaceId: ws.id,
+    keyId: key.id,
+    scopes: grantedScopes(key.scopes),
+    entitlements: new Set(ws.entitlements),
+    rateLimit: ws.rateLimit === undefined ? null : Number(ws.rateLimit),
+  };
+}
+
+type UnaryMethod = (request: Message, options: CallOptions) => Promise<Message>;
+
+const plugin: Plugin = {
+  name: "gateway",
+  needs: { redis: true },
+  async start(ctx) {
+    const logger = ctx.logger;
+    const routes = createRouteTable(buildRoutes(REST_SERVICES));
+
+    const clients = new Map<string, Record<string, UnaryMethod>>();
+    for (const s of REST_SERVICES) clients.set(s.typeName, ctx.client(s) as unknown as Record<string, UnaryMethod>);
+    const invoke: Invoke = (route, request, options) => clients.get(route.service.typeName)![route.method.localName]!(request, options);
+
+    const workspaces = ctx.client(WorkspacesService);
+    const authenticator = createAuthenticator({
+      ttlMs: ctx.config.authCacheTtlMs,
+      resolve: async (keyHash) => principalOf(await workspaces.authenticateApiKey({ keyHash }, { timeoutMs: 5000 })),
+    });
+
+    const override = ctx.config.cacheTtlSeconds;
+    const maxTtlSeconds = override ?? Math.max(0, ...routes.routes.map((r) => r.policy.cacheTtlSeconds));
+    const pipeline = createPipeline({
+      routes,
+      authenticator,
+      limiter: createFallbackLimiter(ctx.redis, logger.child("rate-limit")),
+      cache: createCachePolicy({ redis: ctx.redis, ttlOverrideSeconds: override, maxTtlSeconds, logger: logger.child("cache") }),
+      invoke,
+      logger,
+    });
+
+    const server = createGatewayServer({
+      basePath: ctx.config.apiBasePath,
+      maxBodyBytes: ctx.config.maxBodyBytes,
+      shutdownTimeoutMs: ctx.config.shutdownTimeoutMs,
+      handle: pipeline,
+      logger,
+    });
+    const url = await server.listen(ctx.config.gatewayPort, ctx.config.bindHost);
+    logger.info("serving REST", { url: `${url}${ctx.config.apiBasePath}`, routes: routes.routes.length });
+    return { url, stop: () => server.stop() };
+  },
+};
+
+export default plugin;

@@ -1,0 +1,203 @@
+/**
+ * The HTTP/1.1 listener: turns node:http requests into GatewayRequests for the pipeline and
+ * writes its answers. It owns what HTTP itself needs: `/healthz`, the body size limit
+ * (413 without buffering past the limit), JSON answers even for unparseable requests, and a
+ * graceful stop (no new connections, idle keep-alive sockets closed, in-flight requests
+ * finished, everything cut after the shutdown timeout).
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import type { Logger } from "@linquid/mesh";
+import type { Answer, GatewayRequest } from "./context.js";
+import { HttpError } from "./http-error.js";
+import { errorAnswer } from "./pipeline.js";
+import { requestIdFrom } from "./request-id.js";
+
+export interface GatewayServerOptions {
+  /** API base path, e.g. "/api" ("" = the root). */
+  readonly basePath: string;
+  readonly maxBodyBytes: number;
+  readonly shutdownTimeoutMs: number;
+  readonly handle: (req: GatewayRequest) => Promise<Answer>;
+  readonly logger: Logger;
+}
+
+export interface GatewayServer {
+  readonly server: Server;
+  /** Listens; resolves to the base URL (`http://host:port`) with the port actually bound. */
+  listen(port: number, host: string): Promise<string>;
+  /** Drains: see the module comment. Safe to call twice. */
+  stop(): Promise<void>;
+}
+
+const BASE_HEADERS = {
+  "content-type": "application/json; charset=utf-8",
+  "cache-control": "no-store",
+  "x-content-type-options": "nosniff",
+} as const;
+
+/** Bytes of an oversized body read and thrown away after a 413, so the client sees the answer rather than a reset. */
+const DISCARD_LIMIT = 8 * 1024 * 1024;
+
+function tooLarge(max: number): HttpError {
+  return new HttpError(413, "PAYLOAD_TOO_LARGE", `request body is larger than ${max} bytes`);
+}
+
+export function createGatewayServer(options: GatewayServerOptions): GatewayServer {
+  const { basePath, maxBodyBytes, logger } = options;
+  let draining = false;
+  let inFlight = 0;
+  let idle: (() => void) | undefined;
+
+  const write = (res: ServerResponse, answer: Answer, headers: ReadonlyMap<string, string>, close: boolean) => {
+    if (res.headersSent || res.destroyed) return;
+    res.statusCode = answer.status;
+    for (const [k, v] of Object.entries(BASE_HEADERS)) res.setHeader(k, v);
+    for (const [k, v] of headers) res.setHeader(k, v);
+    res.setHeader("content-length", Buffer.byteLength(answer.body));
+    if (close || draining) res.setHeader("connection", "close");
+    res.end(answer.body);
+  };
+
+  const discardRest = (req: IncomingMessage) => {
+    let discarded = 0;
+    req.removeAllListeners("data");
+    req.on("data", (chunk: Buffer) => {
+      discarded += chunk.length;
+      if (discarded > DISCARD_LIMIT) req.socket.destroy();
+    });
+    req.resume();
+    setTimeout(() => req.socket.destroy(), 5000).unref();
+  };
+
+  const onRequest = async (req: IncomingMessage, res: ServerResponse) => {
+    inFlight++;
+    res.once("close", () => {
+      inFlight--;
+      if (inFlight === 0) idle?.();
+    });
+    const responseHeaders = new Map<string, string>();
+    let close = false;
+    try {
+      const url = req.url ?? "";
+      const q = url.indexOf("?");
+      const rawPath = q < 0 ? url : url.slice(0, q);
+      if (rawPath === "/healthz") {
+        const id = requestIdFrom(req.headers["x-request-id"]);
+        const ok = req.method === "GET" || req.method === "HEAD";
+        const answer = !ok
+          ? errorAnswer(new HttpError(405, "METHOD_NOT_ALLOWED", "use GET"))
+          : draining
+            ? { status: 503, body: JSON.stringify({ status: "stopping" }) }
+            : { status: 200, body: JSON.stringify({ status: "ok" }) };
+        write(res, answer, new Map([["x-request-id", id], ...(ok ? [] : [["allow", "GET"] as [string, string]])]), false);
+        return;
+      }
+      const under = rawPath === basePath || rawPath.startsWith(`${basePath}/`);
+
+      let bodyPromise: Promise<Buffer> | undefined;
+      const readBody = () =>
+        (bodyPromise ??= new Promise<Buffer>((resolve, reject) => {
+          const declared = Number(req.headers["content-length"] ?? "0");
+          if (declared > maxBodyBytes) {
+            close = true;
+            discardRest(req);
+            reject(tooLarge(maxBodyBytes));
+            return;
+          }
+          const chunks: Buffer[] = [];
+          let size = 0;
+          req.on("data", (chunk: Buffer) => {
+            size += chunk.length;
+            if (size > maxBodyBytes) {
+              close = true;
+              discardRest(req);
+              reject(tooLarge(maxBodyBytes));
+              return;
+            }
+            chunks.push(chunk);
+          });
+          req.once("end", () => resolve(Buffer.concat(chunks)));
+          req.once("error", () => reject(new HttpError(400, "VALIDATION_ERROR", "the request body could not be read")));
+        }));
+
+      const gatewayRequest: GatewayRequest = {
+        method: (req.method ?? "GET").toUpperCase(),
+        // Outside the base path nothing matches: routing answers 404 in the usual envelope.
+        path: under ? rawPath.slice(basePath.length) : "",
+        query: new URLSearchParams(q < 0 ? "" : url.slice(q + 1)),
+        headers: req.headers,
+        readBody,
+        responseHeaders,
+      };
+      const answer = await options.handle(gatewayRequest);
+      write(res, answer, responseHeaders, close || gatewayRequest.closeConnection === true);
+    } catch (err) {
+      // The pipeline never throws; this guards the glue above.
+      logger.error("request handling failed", { error: err instanceof Error ? err.message : String(err) });
+      if (!responseHeaders.has("x-request-id")) responseHeaders.set("x-request-id", requestIdFrom(undefined));
+      write(res, errorAnswer(new HttpError(500, "INTERNAL_ERROR", "an unexpected error occurred")), responseHeaders, true);
+    }
+  };
+
+  const server = createServer(
+    {
+      // Slow clients cannot hold a connection forever.
+      requestTimeout: 30_000,
+      headersTimeout: 10_000,
+      keepAliveTimeout: 5_000,
+    },
+    (req, res) => void onRequest(req, res),
+  );
+
+  // Requests node:http cannot parse still get the JSON envelope, never its plain-text default.
+  server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (err.code === "ECONNRESET" || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const [status, reason, message] =
+      err.code === "HPE_HEADER_OVERFLOW"
+        ? [431, "Request Header Fields Too Large", "request headers are too large"]
+        : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+          ? [408, "Request Timeout", "the request took too long to arrive"]
+          : [400, "Bad Request", "malformed HTTP request"];
+    const body = JSON.stringify({ success: false, error: { code: "VALIDATION_ERROR", message } });
+    socket.end(
+      `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+        `x-request-id: ${requestIdFrom(undefined)}\r\nconnection: close\r\n\r\n${body}`,
+    );
+  });
+
+  let stopping: Promise<void> | undefined;
+  return {
+    server,
+    listen(port, host) {
+      return new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(port, host, () => {
+          server.off("error", reject);
+          const addr = server.address();
+          const actual = typeof addr === "object" && addr !== null ? addr.port : port;
+          resolve(`http://${host.includes(":") ? `[${host}]` : host}:${actual}`);
+        });
+      });
+    },
+    stop() {
+      stopping ??= new Promise<void>((resolve) => {
+        draining = true;
+        const timer = setTimeout(() => server.closeAllConnections(), options.shutdownTimeoutMs);
+        timer.unref();
+        server.close(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+        // Keep-alive sockets between requests hold nothing; busy ones close after their answer (connection: close).
+        server.closeIdleConnections();
+        idle = () => server.closeIdleConnections();
+        if (!server.listening && inFlight === 0) idle();
+      });
+      return stopping;
+    },
+  };
+}
