@@ -47,13 +47,13 @@ interface BucketState {
 
 /** The algorithm, shared by both limiters (the Lua script below is its transcription). */
 export function step(state: BucketState | undefined, limit: number, windowMs: number, nowMs: number, cost: 0 | 1): { state: BucketState; budget: Budget } {
-  const rate = limit / windowMs;
-  let tokens = state === undefined ? limit : Math.min(limit, state.tokens + Math.max(0, nowMs - state.ts) * rate);
+  let tokens = state === undefined ? limit : Math.min(limit, state.tokens + (Math.max(0, nowMs - state.ts) * limit) / windowMs);
   let allowed = tokens >= 1;
   if (cost === 1 && allowed) tokens -= 1;
   if (cost === 0) allowed = true;
-  const retryMs = allowed ? 0 : Math.ceil((1 - tokens) / rate);
-  const fullMs = Math.ceil((limit - tokens) / rate);
+  // Multiply before dividing: (1 - tokens) / (limit / window) drifts past whole milliseconds.
+  const retryMs = allowed ? 0 : Math.ceil(((1 - tokens) * windowMs) / limit);
+  const fullMs = Math.ceil(((limit - tokens) * windowMs) / limit);
   return {
     state: { tokens, ts: nowMs },
     budget: { allowed, limit, remaining: Math.floor(tokens), resetAt: Math.ceil((nowMs + fullMs) / 1000), retryAfter: Math.ceil(retryMs / 1000) },
@@ -91,14 +91,13 @@ local window = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rate = limit / window
 local s = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(s[1])
 local ts = tonumber(s[2])
 if tokens == nil or ts == nil then
   tokens = limit
 else
-  tokens = math.min(limit, tokens + math.max(0, now - ts) * rate)
+  tokens = math.min(limit, tokens + math.max(0, now - ts) * limit / window)
 end
 local allowed = 0
 if tokens >= 1 then allowed = 1 end
@@ -110,8 +109,8 @@ else
   allowed = 1
 end
 local retry = 0
-if allowed == 0 then retry = math.ceil((1 - tokens) / rate) end
-local full = math.ceil((limit - tokens) / rate)
+if allowed == 0 then retry = math.ceil((1 - tokens) * window / limit) end
+local full = math.ceil((limit - tokens) * window / limit)
 return {allowed, math.floor(tokens), retry, full, now}
 `;
 

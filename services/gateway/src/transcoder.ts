@@ -314,7 +314,7 @@ export function decodeRequest(
   if (ws !== undefined) r.set(ws, workspaceId);
   const mask = schema.fields.find((f) => f.name === "update_mask");
   if (mask !== undefined && mask.fieldKind === "message" && mask.message.typeName === FieldMaskSchema.typeName) {
-    r.set(mask, create(FieldMaskSchema, { paths: bodyKeys }));
+    r.set(mask, reflect(FieldMaskSchema, create(FieldMaskSchema, { paths: bodyKeys })));
   }
   return { message, canonicalQuery: JSON.stringify(canonical) };
 }
