@@ -178,7 +178,7 @@ describe("request decoding", () => {
       fc.property(fc.constantFrom(...routes), fc.dictionary(keys, fc.jsonValue({ maxDepth: 3 })), ([method, path], body) => {
         try {
           const { message } = decode(method, path, "", body as Record<string, unknown>);
-          expect((message as { workspaceId: string }).workspaceId).toBe("ws_1");
+          expect((message as unknown as { workspaceId: string }).workspaceId).toBe("ws_1");
         } catch (e) {
           expect(e).toBeInstanceOf(HttpError);
           expect((e as HttpError).status).toBe(400);
