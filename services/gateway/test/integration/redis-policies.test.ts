@@ -1,0 +1,171 @@
+import { createLogger, createRedis, newId } from "@linquid/mesh";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { createCachePolicy, generationKey } from "../../src/cache.js";
+import type { Answer, GatewayRequest, Principal } from "../../src/context.js";
+import { REST_SERVICES } from "../../src/index.js";
+import { createFallbackLimiter, createRedisLimiter, HOUR_MS } from "../../src/rate-limit.js";
+import { buildRoutes, createRouteTable } from "../../src/route-table.js";
+import { decodeRequest } from "../../src/transcoder.js";
+
+const logger = createLogger("test", "error");
+let redis: ReturnType<typeof createRedis>;
+beforeAll(async () => {
+  redis = createRedis(inject("redisUrl"), logger);
+  await new Promise<void>((resolve) => (redis.status === "ready" ? resolve() : redis.once("ready", () => resolve())));
+});
+afterAll(() => redis.disconnect());
+
+describe("token bucket in Redis", () => {
+  it("admits exactly `limit` of many concurrent requests (one atomic script)", async () => {
+    const limiter = createRedisLimiter(redis);
+    const ws = newId("ws");
+    const results = await Promise.all(Array.from({ length: 60 }, () => limiter.take(ws, 10, 1)));
+    expect(results.filter((r) => r.allowed)).toHaveLength(10);
+    const refused = results.find((r) => !r.allowed)!;
+    expect(refused.retryAfter).toBe(360);
+    expect(refused.resetAt).toBeGreaterThan(Date.now() / 1000 + 3500);
+    expect(results.map((r) => r.remaining).sort((a, b) => a - b)[0]).toBe(0);
+    // The bucket expires once it would be full anyway.
+    const ttl = await redis.pttl(`rl:{${ws}}`);
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(HOUR_MS);
+  });
+
+  it("matches the in-process algorithm and refills with time", async () => {
+    const limiter = createRedisLimiter(redis, { windowMs: 1000 });
+    const ws = newId("ws");
+    expect((await limiter.take(ws, 2, 1)).remaining).toBe(1);
+    expect((await limiter.take(ws, 2, 1)).remaining).toBe(0);
+    expect((await limiter.take(ws, 2, 1)).allowed).toBe(false);
+    expect((await limiter.take(ws, 2, 0)).allowed).toBe(true); // a look is always allowed
+    await new Promise((r) => setTimeout(r, 600));
+    expect((await limiter.take(ws, 2, 1)).allowed).toBe(true);
+  });
+
+  it("survives a SCRIPT FLUSH (reloads the script)", async () => {
+    const limiter = createRedisLimiter(redis);
+    await limiter.take(newId("ws"), 3, 1);
+    await redis.script("FLUSH");
+    expect((await limiter.take(newId("ws"), 3, 1)).allowed).toBe(true);
+  });
+
+  it("falls back in-process when Redis is unreachable", async () => {
+    const down = createRedis("redis://127.0.0.1:1", logger);
+    try {
+      const limiter = createFallbackLimiter(down, logger);
+      expect((await limiter.take("ws", 1, 1)).allowed).toBe(true);
+      expect((await limiter.take("ws", 1, 1)).allowed).toBe(false);
+    } finally {
+      down.disconnect();
+    }
+  });
+});
+
+describe("snapshot cache in Redis", () => {
+  const table = createRouteTable(buildRoutes(REST_SERVICES));
+  const principal = (ws: string): Principal => ({ workspaceId: ws, keyId: "k", scopes: new Set(), entitlements: new Set(), rateLimit: null });
+  function request(ws: string, method: string, path: string, query = ""): GatewayRequest {
+    const m = table.match(method, path, new URLSearchParams(query));
+    if (m.kind !== "found") throw new Error("no route");
+    const req: GatewayRequest = { method, path, query: new URLSearchParams(query), headers: {}, readBody: async () => Buffer.alloc(0), responseHeaders: new Map(), route: m.match, principal: principal(ws) };
+    req.canonicalQuery = decodeRequest(m.match, req.query, undefined, ws).canonicalQuery;
+    return req;
+  }
+  let computed = 0;
+  const compute = (status = 200) => async (): Promise<Answer> => ({ status, body: JSON.stringify({ success: status === 200, n: ++computed }) });
+
+  it("serves a snapshot on the second read, and a fresh one after a write of the workspace", async () => {
+    const cache = createCachePolicy({ redis, ttlOverrideSeconds: undefined, maxTtlSeconds: 30, logger });
+    const ws = newId("ws");
+    const r1 = request(ws, "GET", "/customers/ext_alice%40example.com/journey");
+    const a1 = await cache(r1, compute());
+    expect(r1.responseHeaders.get("x-cache")).toBe("MISS");
+    const r2 = request(ws, "GET", "/customers/ext_alice%40example.com/journey");
+    const a2 = await cache(r2, compute());
+    expect(r2.responseHeaders.get("x-cache")).toBe("HIT");
+    expect(a2).toEqual(a1);
+    // Another query, another snapshot; equivalent queries share one.
+    const r3 = request(ws, "GET", "/customers/ext_alice%40example.com/journey", "limit=5");
+    await cache(r3, compute());
+    expect(r3.responseHeaders.get("x-cache")).toBe("MISS");
+    const r4 = request(ws, "GET", "/customers/ext_alice%40example.com/journey", "limit=05&ignored=1");
+    await cache(r4, compute());
+    expect(r4.responseHeaders.get("x-cache")).toBe("HIT");
+    // Another workspace never sees it.
+    const other = request(newId("ws"), "GET", "/customers/ext_alice%40example.com/journey");
+    await cache(other, compute());
+    expect(other.responseHeaders.get("x-cache")).toBe("MISS");
+
+    // A write bumps the generation before answering.
+    const before = Number((await redis.get(generationKey(ws))) ?? "0");
+    await cache(request(ws, "POST", "/track/lead"), compute());
+    expect(Number(await redis.get(generationKey(ws)))).toBe(before + 1);
+    const r5 = request(ws, "GET", "/customers/ext_alice%40example.com/journey");
+    const a5 = await cache(r5, compute());
+    expect(r5.responseHeaders.get("x-cache")).toBe("MISS");
+    expect(a5).not.toEqual(a1);
+    // A failed write bumps nothing.
+    await cache(request(ws, "POST", "/track/lead"), compute(400));
+    expect(Number(await redis.get(generationKey(ws)))).toBe(before + 1);
+  });
+
+  it("never writes the external id (or any path text) into Redis keys, and caches only 200s", async () => {
+    const cache = createCachePolicy({ redis, ttlOverrideSeconds: undefined, maxTtlSeconds: 30, logger });
+    const ws = newId("ws");
+    await cache(request(ws, "GET", "/customers/ext_bob-secret/attribution"), compute());
+    await cache(request(ws, "GET", "/customers/ext_carol-secret/attribution"), compute(404));
+    const keys = await redis.keys(`*${ws}*`);
+    expect(keys).toHaveLength(1);
+    expect(keys[0]).toMatch(new RegExp(`^snap:\\{${ws}\\}:0:[0-9a-f]{64}$`));
+    expect(keys.join()).not.toMatch(/secret|bob|carol|attribution/);
+    const ttl = await redis.pttl(keys[0]!);
+    expect(ttl).toBeGreaterThan(25_000);
+    expect(ttl).toBeLessThanOrEqual(30_000);
+  });
+
+  it("CACHE_TTL_SECONDS overrides the TTL; 0 disables caching", async () => {
+    const ws = newId("ws");
+    const off = createCachePolicy({ redis, ttlOverrideSeconds: 0, maxTtlSeconds: 0, logger });
+    for (let i = 0; i < 2; i++) {
+      const r = request(ws, "GET", "/customers/cohorts");
+      await off(r, compute());
+      expect(r.responseHeaders.has("x-cache")).toBe(false);
+    }
+    const short = createCachePolicy({ redis, ttlOverrideSeconds: 2, maxTtlSeconds: 2, logger });
+    await short(request(ws, "GET", "/customers/ltv-cohorts"), compute());
+    const [key] = await redis.keys(`snap:{${ws}}:*`);
+    expect(await redis.pttl(key!)).toBeLessThanOrEqual(2000);
+  });
+
+  it("answers uncached, never failing, when Redis is down; and distrusts old snapshots after a missed bump", async () => {
+    const down = createRedis("redis://127.0.0.1:1", logger);
+    try {
+      const cache = createCachePolicy({ redis: down, ttlOverrideSeconds: undefined, maxTtlSeconds: 30, logger });
+      const r = request(newId("ws"), "GET", "/customers/cohorts");
+      expect((await cache(r, compute())).status).toBe(200);
+      expect(r.responseHeaders.get("x-cache")).toBe("MISS");
+      expect((await cache(request("ws", "POST", "/track/click"), compute())).status).toBe(200);
+    } finally {
+      down.disconnect();
+    }
+
+    // A process that missed a bump (Redis away during a write) reads no snapshot for the longest TTL.
+    let now = Date.now();
+    let ready = false;
+    const flaky = new Proxy(redis, { get: (t, p) => (p === "status" ? (ready ? "ready" : "reconnecting") : Reflect.get(t, p)) });
+    const cache = createCachePolicy({ redis: flaky, ttlOverrideSeconds: undefined, maxTtlSeconds: 30, logger, now: () => now });
+    const ws = newId("ws");
+    ready = true;
+    await cache(request(ws, "GET", "/customers/cohorts"), compute());
+    ready = false;
+    await cache(request(ws, "POST", "/track/click"), compute()); // bump missed
+    ready = true;
+    const r1 = request(ws, "GET", "/customers/cohorts");
+    await cache(r1, compute());
+    expect(r1.responseHeaders.get("x-cache")).toBe("MISS");
+    now += 31_000;
+    const r2 = request(ws, "GET", "/customers/cohorts");
+    await cache(r2, compute());
+    expect(r2.responseHeaders.get("x-cache")).toBe("HIT");
+  });
+});

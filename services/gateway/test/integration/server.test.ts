@@ -1,0 +1,137 @@
+import { request as httpRequest, Agent } from "node:http";
+import { connect } from "node:net";
+import { createLogger } from "@linquid/mesh";
+import { afterEach, describe, expect, it } from "vitest";
+import type { Answer, GatewayRequest } from "../../src/context.js";
+import { createGatewayServer, type GatewayServer } from "../../src/server.js";
+
+const logger = createLogger("test", "error");
+let servers: GatewayServer[] = [];
+afterEach(async () => {
+  await Promise.all(servers.map((s) => s.stop()));
+  servers = [];
+});
+
+async function start(handle: (req: GatewayRequest) => Promise<Answer>, shutdownTimeoutMs = 2000) {
+  const s = createGatewayServer({ basePath: "/api", maxBodyBytes: 1024 * 1024, shutdownTimeoutMs, handle, logger });
+  servers.push(s);
+  return { s, url: await s.listen(0, "127.0.0.1") };
+}
+
+const echoBody = async (req: GatewayRequest): Promise<Answer> => {
+  req.responseHeaders.set("x-request-id", "rid");
+  try {
+    const body = await req.readBody();
+    return { status: 200, body: JSON.stringify({ bytes: body.length, path: req.path }) };
+  } catch (e) {
+    const err = e as { status: number; code: string };
+    return { status: err.status, body: JSON.stringify({ success: false, error: { code: err.code } }) };
+  }
+};
+
+describe("gateway HTTP server", () => {
+  it("answers /healthz outside the base path", async () => {
+    const { url } = await start(echoBody);
+    const res = await fetch(`${url}/healthz`);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ status: "ok" });
+    expect(res.headers.get("x-request-id")).toBeTruthy();
+    expect((await fetch(`${url}/healthz`, { method: "POST" })).status).toBe(405);
+  });
+
+  it("hands paths below the base path to the pipeline, others with an empty path", async () => {
+    const { url } = await start(echoBody);
+    // fetch would normalize %2e%2e away; node:http sends the path as written.
+    const raw = await new Promise<string>((resolve, reject) => {
+      const r = httpRequest(`${url}/api/customers/%2e%2e?x=1`, { path: "/api/customers/%2e%2e?x=1" }, (res) => {
+        let body = "";
+        res.on("data", (d) => (body += d));
+        res.on("end", () => resolve(body));
+      });
+      r.on("error", reject);
+      r.end();
+    });
+    expect(JSON.parse(raw)).toMatchObject({ path: "/customers/%2e%2e" });
+    expect(await (await fetch(`${url}/apix/customers`)).json()).toMatchObject({ path: "" });
+    expect(await (await fetch(`${url}/customers`)).json()).toMatchObject({ path: "" });
+  });
+
+  it("answers 413 to a body over the limit, declared or chunked, and the client sees the answer", async () => {
+    const { url } = await start(echoBody);
+    const big = "x".repeat(1024 * 1024 + 1);
+    const declared = await fetch(`${url}/api/customers`, { method: "POST", body: big, headers: { "content-type": "application/json" } });
+    expect(declared.status).toBe(413);
+    expect(await declared.json()).toEqual({ success: false, error: { code: "PAYLOAD_TOO_LARGE" } });
+    expect(declared.headers.get("connection")).toBe("close");
+
+    const chunks = async function* () {
+      for (let i = 0; i < 40; i++) yield new TextEncoder().encode("y".repeat(64 * 1024));
+    };
+    const chunked = await fetch(`${url}/api/customers`, { method: "POST", body: ReadableStream.from(chunks()), duplex: "half", headers: { "content-type": "application/json" } } as RequestInit);
+    expect(chunked.status).toBe(413);
+    // Just at the limit is fine.
+    const atLimit = await fetch(`${url}/api/customers`, { method: "POST", body: "z".repeat(1024 * 1024) });
+    expect(await atLimit.json()).toMatchObject({ bytes: 1024 * 1024 });
+  });
+
+  it("answers unparseable HTTP with the JSON envelope", async () => {
+    const { url } = await start(echoBody);
+    const port = Number(new URL(url).port);
+    const raw = await new Promise<string>((resolve) => {
+      const sock = connect(port, "127.0.0.1", () => sock.write("GARBAGE / HTTP/1.1\r\nHost: x\r\n\r\n"));
+      let out = "";
+      sock.on("data", (d) => (out += d.toString()));
+      sock.on("close", () => resolve(out));
+    });
+    expect(raw).toMatch(/^HTTP\/1\.1 400 /);
+    expect(raw).toContain('{"success":false,"error":{"code":"VALIDATION_ERROR"');
+    expect(raw.toLowerCase()).toContain("x-request-id:");
+  });
+
+  it("stop() lets in-flight requests finish, closes idle keep-alive sockets, refuses new connections", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const { s, url } = await start(async (req) => {
+      if (req.path === "/slow") await gate;
+      return { status: 200, body: '{"ok":true}' };
+    });
+    const agent = new Agent({ keepAlive: true });
+    const get = (path: string) =>
+      new Promise<{ status: number; connection: string | undefined; body: string }>((resolve, reject) => {
+        const r = httpRequest(`${url}/api${path}`, { agent }, (res) => {
+          let body = "";
+          res.on("data", (d) => (body += d));
+          res.on("end", () => resolve({ status: res.statusCode!, connection: res.headers["connection"], body }));
+        });
+        r.on("error", reject);
+        r.end();
+      });
+    // An idle keep-alive socket and a busy one.
+    expect((await get("/fast")).status).toBe(200);
+    const slow = get("/slow");
+    await new Promise((r) => setTimeout(r, 50));
+    const t0 = Date.now();
+    let stopped = false;
+    const stopping = s.stop().then(() => (stopped = true));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(stopped).toBe(false);
+    await expect(fetch(`${url}/healthz`)).rejects.toThrow();
+    release();
+    const res = await slow;
+    expect(res).toMatchObject({ status: 200, connection: "close", body: '{"ok":true}' });
+    await stopping;
+    expect(Date.now() - t0).toBeLessThan(1500);
+    agent.destroy();
+  });
+
+  it("stop() cuts requests still running after the shutdown timeout", async () => {
+    const { s, url } = await start(() => new Promise<Answer>(() => undefined), 300);
+    const pending = fetch(`${url}/api/hang`).catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 50));
+    const t0 = Date.now();
+    await s.stop();
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
+    expect(Date.now() - t0).toBeLessThan(1500);
+    expect(await pending).toBeInstanceOf(Error);
+  });
+});
