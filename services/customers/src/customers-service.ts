@@ -1,0 +1,206 @@
+/**
+ * CustomersService: customer identity per workspace. Validation and the shape of answers live
+ * here; every database access is the repository's, so tests can hand this class a fake.
+ */
+import { create } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import {
+  CustomerSchema,
+  CustomerStatsSchema,
+  PaginationSchema,
+  type CountCustomersRequest,
+  type CreateCustomerRequest,
+  type Customer,
+  type CustomersService,
+  type CustomerStats,
+  type DeleteCustomerRequest,
+  type GetCustomerRequest,
+  type ListCustomersRequest,
+  type SetCustomerStatsRequest,
+  type StitchCustomerRequest,
+  type UpdateCustomerRequest,
+} from "@linquid/contracts";
+import { Violations } from "@linquid/mesh";
+import { parseCustomerRef } from "./identity.js";
+import { metadataOf, type CustomerDoc, type CustomersRepository, type StatsDoc } from "./repository.js";
+import type { Scrubber } from "./scrub-sweeper.js";
+import {
+  checkExternalId,
+  checkField,
+  checkListQuery,
+  checkMetadata,
+  checkOptionalFields,
+  checkSearch,
+  checkWorkspaceId,
+  maskFields,
+  type CustomerPatch,
+} from "./validation.js";
+
+const notFound = () => new ConnectError("customer not found", Code.NotFound);
+
+export class CustomersHandler implements ServiceImpl<typeof CustomersService> {
+  constructor(
+    private readonly repo: CustomersRepository,
+    private readonly scrubber: Scrubber,
+  ) {}
+
+  async listCustomers(req: ListCustomersRequest) {
+    const v = new Violations();
+    checkWorkspaceId(v, req.workspaceId);
+    const query = checkListQuery(v, req);
+    v.throwIfAny();
+    const { docs, total } = await this.repo.list(req.workspaceId, query);
+    const totalPages = Math.ceil(total / query.limit);
+    return {
+      customers: docs.map(toCustomer),
+      pagination: create(PaginationSchema, { page: query.page, limit: query.limit, total: BigInt(total), totalPages, hasMore: query.page < totalPages }),
+    };
+  }
+
+  async countCustomers(req: CountCustomersRequest) {
+    const v = new Violations();
+    checkWorkspaceId(v, req.workspaceId);
+    const search = checkSearch(v, req.search);
+    v.throwIfAny();
+    return { count: BigInt(await this.repo.count(req.workspaceId, search)) };
+  }
+
+  async getCustomer(req: GetCustomerRequest) {
+    return { customer: toCustomer(await this.resolve(req.workspaceId, req.id)) };
+  }
+
+  async createCustomer(req: CreateCustomerRequest) {
+    const v = new Violations();
+    checkWorkspaceId(v, req.workspaceId);
+    checkExternalId(v, req.externalId);
+    const patch = checkOptionalFields(v, req);
+    v.throwIfAny();
+    const { doc, created } = await this.repo.upsertByExternalId(req.workspaceId, req.externalId, patch, "overwrite");
+    return { customer: toCustomer(doc), created };
+  }
+
+  async updateCustomer(req: UpdateCustomerRequest) {
+    const v = new Violations();
+    checkWorkspaceId(v, req.workspaceId);
+    v.throwIfAny();
+    const fields = maskFields(v, req.updateMask?.paths ?? []);
+    const patch: CustomerPatch = {};
+    for (const f of fields) {
+      switch (f) {
+        case "externalId":
+          if (req.externalId === undefined) v.add("externalId", "cannot be cleared");
+          else {
+            checkExternalId(v, req.externalId);
+            patch.externalId = req.externalId;
+          }
+          break;
+        case "metadata":
+          if (req.metadata !== undefined) checkMetadata(v, req.metadata);
+          patch.metadata = req.metadata ?? null;
+          break;
+        default: {
+          const value = req[f];
+          patch[f] = value === undefined ? null : (checkField(v, f, value) ?? null);
+        }
+      }
+    }
+    v.throwIfAny();
+    const cur = await this.resolve(req.workspaceId, req.id);
+    if (fields.size === 0) return { customer: toCustomer(cur) };
+    const updated = await this.repo.update(req.workspaceId, cur._id, patch);
+    if (updated === null) throw notFound();
+    return { customer: toCustomer(updated) };
+  }
+
+  async deleteCustomer(req: DeleteCustomerRequest) {
+    const cur = await this.resolve(req.workspaceId, req.id);
+    const deleted = await this.repo.softDelete(req.workspaceId, cur._id);
+    if (deleted === null) throw notFound();
+    // Never throws: when analytics cannot be reached the sweeper finishes the scrub later.
+    await this.scrubber.scrub(req.workspaceId, cur._id);
+    return { id: cur._id, deleted: true };
+  }
+
+  async stitchCustomer(req: StitchCustomerRequest) {
+    const v = new Violations();
+    checkWorkspaceId(v, req.workspaceId);
+    checkExternalId(v, req.externalId);
+    const patch = checkOptionalFields(v, { email: req.email, name: req.name, clickId: req.clickId });
+    v.throwIfAny();
+    const { doc, created } = await this.repo.upsertByExternalId(req.workspaceId, req.externalId, patch, "fill");
+    return { customer: toCustomer(doc), created };
+  }
+
+  async setCustomerStats(req: SetCustomerStatsRequest) {
+    const v = new Violations();
+    checkWorkspaceId(v, req.workspaceId);
+    if (req.customerId === "") v.add("customerId", "is required");
+    const stats = checkStats(v, req.stats);
+    if (req.version < 0n || req.version > BigInt(Number.MAX_SAFE_INTEGER)) v.add("version", `must be 0..${Number.MAX_SAFE_INTEGER}`);
+    v.throwIfAny();
+    const result = await this.repo.setStats(req.workspaceId, req.customerId, stats, Number(req.version));
+    if (result === "not_found") throw notFound();
+    return { applied: result === "applied" };
+  }
+
+  /** The live customer an `id` argument names in this workspace; NOT_FOUND otherwise. */
+  private async resolve(workspaceId: string, id: string): Promise<CustomerDoc> {
+    const v = new Violations();
+    checkWorkspaceId(v, workspaceId);
+    v.throwIfAny();
+    const ref = parseCustomerRef(id);
+    if (ref === null) throw notFound();
+    const doc = ref.kind === "id" ? await this.repo.findLive(workspaceId, ref.id) : await this.repo.findLiveByExternalId(workspaceId, ref.externalId);
+    if (doc === null) throw notFound();
+    return doc;
+  }
+}
+
+function checkStats(v: Violations, stats: CustomerStats | undefined): StatsDoc {
+  const count = (field: string, n: bigint | undefined): number => {
+    const x = n ?? 0n;
+    if (x < 0n || x > BigInt(Number.MAX_SAFE_INTEGER)) v.add(`stats.${field}`, `must be 0..${Number.MAX_SAFE_INTEGER}`);
+    return Number(x);
+  };
+  if (stats?.currency !== undefined && !/^[A-Z]{3}$/.test(stats.currency)) v.add("stats.currency", "must be an ISO 4217 code such as USD");
+  return {
+    leads: count("leads", stats?.leads),
+    sales: count("sales", stats?.sales),
+    revenue: count("revenue", stats?.revenue),
+    currency: stats?.currency ?? null,
+    firstSeenAt: dateOf(stats?.firstSeenAt),
+    lastSeenAt: dateOf(stats?.lastSeenAt),
+  };
+}
+
+function dateOf(ts: Timestamp | undefined): Date | null {
+  return ts === undefined ? null : timestampDate(ts);
+}
+
+/** The API's view of a stored customer. */
+export function toCustomer(doc: CustomerDoc): Customer {
+  const opt = <K extends string>(k: K, v: string | null) => (v === null ? {} : ({ [k]: v } as Record<K, string>));
+  const metadata = metadataOf(doc);
+  const s = doc.stats;
+  return create(CustomerSchema, {
+    id: doc._id,
+    externalId: doc.externalId ?? "",
+    ...opt("email", doc.email),
+    ...opt("name", doc.name),
+    ...opt("avatar", doc.avatar),
+    ...opt("country", doc.country),
+    ...opt("clickId", doc.clickId),
+    ...(metadata === null ? {} : { metadata }),
+    createdAt: timestampFromDate(doc.createdAt),
+    updatedAt: timestampFromDate(doc.updatedAt),
+    stats: create(CustomerStatsSchema, {
+      leads: BigInt(s.leads),
+      sales: BigInt(s.sales),
+      revenue: BigInt(s.revenue),
+      ...opt("currency", s.currency),
+      ...(s.firstSeenAt === null ? {} : { firstSeenAt: timestampFromDate(s.firstSeenAt) }),
+      ...(s.lastSeenAt === null ? {} : { lastSeenAt: timestampFromDate(s.lastSeenAt) }),
+    }),
+  });
+}
