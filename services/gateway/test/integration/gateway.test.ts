@@ -5,26 +5,26 @@
 import { Code } from "@connectrpc/connect";
 import { WorkspacesService } from "@linquid/contracts";
 import { ALL_SCOPES, startTestMesh, type TestMesh } from "@linquid/mesh/testing";
-import { context, propagation } from "@opentelemetry/api";
-import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
-import { W3CTraceContextPropagator } from "@opentelemetry/core";
+import { startTelemetry, type Telemetry } from "@linquid/mesh";
+import { SpanKind } from "@opentelemetry/api";
+import { InMemorySpanExporter } from "@opentelemetry/sdk-trace";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SAMPLE_REQUESTS } from "../support/sample-requests.js";
 import { startFakeUpstream, type FakeUpstream } from "../support/fake-upstream.js";
 
 let upstream: FakeUpstream;
 let mesh: TestMesh;
+const spans = new InMemorySpanExporter();
+let telemetry: Telemetry;
 beforeAll(async () => {
-  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  telemetry = startTelemetry({ serviceName: "gateway-test", exporter: spans });
   upstream = await startFakeUpstream();
   mesh = await startTestMesh({ MESH_PLUGINS: "workspaces,gateway", CUSTOMERS_ADDR: upstream.url, ANALYTICS_ADDR: upstream.url, AUTH_CACHE_TTL_MS: "300" });
 });
 afterAll(async () => {
   await mesh?.stop();
   await upstream?.stop();
-  propagation.disable();
-  context.disable();
+  await telemetry?.shutdown();
 });
 
 async function keyWith(workspaceId: string, scopes: string[]): Promise<{ key: string; keyId: string }> {
@@ -102,7 +102,11 @@ describe("gateway through the mesh", () => {
     const call = upstream.calls.slice(before).find((c) => c.rpc === "ListCustomers")!;
     expect(call.workspaceId).toBe(id);
     expect(call.headers["x-request-id"]).toBe("rid-upstream");
-    expect(call.headers["traceparent"]).toContain(traceId);
+    // The trace continues: same trace id, a new parent (the gateway's spans).
+    expect(call.headers["traceparent"]).toMatch(new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`));
+    expect(call.headers["traceparent"]).not.toContain("00f067aa0ba902b7");
+    const server = spans.getFinishedSpans().find((sp) => sp.kind === SpanKind.SERVER && sp.name === "GET /customers" && sp.spanContext().traceId === traceId);
+    expect(server?.parentSpanContext?.spanId).toBe("00f067aa0ba902b7");
     const all = JSON.stringify(call.headers);
     expect(all).not.toContain(key);
     expect(all).not.toContain(key.slice(8));
