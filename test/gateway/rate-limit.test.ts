@@ -1,0 +1,90 @@
+/**
+ * End to end: per-workspace request budgets, with Redis and with Redis unreachable.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startE2eMesh, type E2eMesh } from "./e2e-mesh.js";
+
+describe("rate limits end to end", () => {
+  let e2e: E2eMesh;
+  beforeAll(async () => {
+    e2e = await startE2eMesh();
+  });
+  afterAll(async () => {
+    await e2e?.stop();
+  });
+
+  it("a workspace with rateLimit 5 gets 429 with Retry-After on the 6th request; headers count down", async () => {
+    const { mesh } = e2e;
+    const { key } = await mesh.workspace({ rateLimit: 5 });
+    const seen: Array<[number, string | null, string | null]> = [];
+    for (let i = 0; i < 5; i++) {
+      const r = await mesh.request(i % 2 === 0 ? "GET" : "POST", i % 2 === 0 ? "/customers" : "/customers", { key, ...(i % 2 === 1 ? { body: { externalId: `rl-${i}` } } : {}) });
+      expect(r.status).toBeLessThan(300);
+      seen.push([r.status, r.headers.get("x-ratelimit-limit"), r.headers.get("x-ratelimit-remaining")]);
+      const reset = Number(r.headers.get("x-ratelimit-reset"));
+      expect(reset).toBeGreaterThan(Date.now() / 1000);
+      expect(reset).toBeLessThanOrEqual(Date.now() / 1000 + 3601);
+    }
+    expect(seen.map(([, limit, rem]) => [limit, rem])).toEqual([
+      ["5", "4"],
+      ["5", "3"],
+      ["5", "2"],
+      ["5", "1"],
+      ["5", "0"],
+    ]);
+    const sixth = await mesh.request("GET", "/customers", { key });
+    expect(sixth).toMatchObject({ status: 429, body: { success: false, error: { code: "RATE_LIMITED" } } });
+    const retryAfter = Number(sixth.headers.get("retry-after"));
+    expect(retryAfter).toBeGreaterThan(0);
+    expect(retryAfter).toBeLessThanOrEqual(720);
+    expect(sixth.headers.get("x-ratelimit-remaining")).toBe("0");
+    expect(sixth.headers.get("x-request-id")).toBeTruthy();
+    // Another workspace is unaffected.
+    const other = await mesh.workspace({ rateLimit: 5 });
+    expect((await mesh.request("GET", "/customers", { key: other.key })).headers.get("x-ratelimit-remaining")).toBe("4");
+  });
+
+  it("concurrent requests never exceed the budget", async () => {
+    const { mesh } = e2e;
+    const { key } = await mesh.workspace({ rateLimit: 10 });
+    const statuses = await Promise.all(Array.from({ length: 30 }, () => mesh.request("GET", "/customers/count", { key }).then((r) => r.status)));
+    expect(statuses.filter((s) => s === 200)).toHaveLength(10);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(20);
+  });
+
+  it("unlimited workspaces are marked unlimited and never refused", async () => {
+    const { mesh } = e2e;
+    const { key } = await mesh.workspace({ rateLimit: "unlimited" });
+    for (let i = 0; i < 3; i++) {
+      const r = await mesh.request("GET", "/customers/count", { key });
+      expect(r.status).toBe(200);
+      expect(r.headers.get("x-ratelimit-limit")).toBe("unlimited");
+      expect(r.headers.get("x-ratelimit-remaining")).toBe("unlimited");
+      expect(Number(r.headers.get("x-ratelimit-reset"))).toBeGreaterThan(0);
+    }
+  });
+});
+
+describe("rate limits with Redis unreachable", () => {
+  let e2e: E2eMesh;
+  beforeAll(async () => {
+    e2e = await startE2eMesh({ REDIS_URL: "redis://127.0.0.1:1" });
+  });
+  afterAll(async () => {
+    await e2e?.stop();
+  });
+
+  it("the API still answers, uncached, and still limits per process", async () => {
+    const { mesh } = e2e;
+    const { key } = await mesh.workspace({ rateLimit: 4 });
+    expect((await mesh.request("POST", "/customers", { key, body: { externalId: "nr-1" } })).status).toBe(201);
+    const cohorts = await mesh.request("GET", "/customers/cohorts", { key });
+    expect(cohorts.status).toBe(200);
+    expect(cohorts.headers.get("x-cache")).toBe("MISS");
+    expect((await mesh.request("GET", "/customers/ext_nr-1", { key })).headers.get("x-ratelimit-remaining")).toBe("1");
+    expect((await mesh.request("GET", "/customers/count", { key })).status).toBe(200);
+    const limited = await mesh.request("GET", "/customers/count", { key });
+    expect(limited.status).toBe(429);
+    expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(0);
+  });
+});
