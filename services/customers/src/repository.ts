@@ -32,6 +32,10 @@
  * Hence no crash between two writes can leave a permanently blocked externalId (stale keys are
  * taken over) or a half-visible customer (a customer is inserted only after its key is held, and
  * keys never make anything visible by themselves).
+ *
+ * Atomicity: the protocol needs each conditional single-document write to be atomic. MongoDB
+ * guarantees that; FerretDB v1 does not for updates and deletes, so every such write also runs
+ * under a per-document lock in this process (doc-locks.ts). Inserts need no lock.
  */
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -39,6 +43,7 @@ import type { JsonObject } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { dbCall, newId } from "@linquid/mesh";
 import type { Collection, Db, Filter, UpdateFilter } from "mongodb";
+import { withDocLock } from "./doc-locks.js";
 import { identityKeyId } from "./identity.js";
 import { foldCase, literalPattern, searchTerms } from "./search.js";
 import type { CustomerPatch, ListQuery } from "./validation.js";
@@ -137,8 +142,10 @@ export class MongoCustomersRepository implements CustomersRepository, ScrubRepos
   readonly keys: Collection<KeyDoc>;
   private readonly keyGraceMs: number;
   private readonly contentionTimeoutMs: number;
+  private readonly dbName: string;
 
   constructor(db: Db, options: RepositoryOptions = {}) {
+    this.dbName = db.databaseName;
     this.customers = db.collection<CustomerDoc>("customers");
     this.keys = db.collection<KeyDoc>("customer_keys");
     this.keyGraceMs = options.keyGraceMs ?? 3000;
@@ -205,7 +212,6 @@ export class MongoCustomersRepository implements CustomersRepository, ScrubRepos
       if (set === null) return cur;
       const oldExternalId = cur.externalId!;
       const renaming = set.externalId !== undefined && set.externalId !== oldExternalId;
-      let claimToken: string | undefined;
       let oldKey: KeyDoc | null = null;
       if (renaming) {
         const newExternalId = set.externalId!;
@@ -214,28 +220,25 @@ export class MongoCustomersRepository implements CustomersRepository, ScrubRepos
         if (claim.kind === "held") {
           throw new ConnectError("externalId already belongs to another customer", Code.AlreadyExists);
         }
-        claimToken = claim.token;
       }
       const updated = await this.updateAtRev(cur, set);
       if (updated !== null) {
         if (renaming && oldKey !== null && oldKey.customerId === customerId) {
           const token = oldKey.token;
-          await dbCall("customer_keys", "deleteOne", () => this.keys.deleteOne({ _id: oldKey._id, token }));
+          await this.writeKey(oldKey._id, "deleteOne", () => this.keys.deleteOne({ _id: oldKey._id, token }));
         }
         return updated;
       }
-      if (claimToken !== undefined) {
-        // Lost the race for the record: release the claim unless someone took it over since.
-        const token = claimToken;
-        await dbCall("customer_keys", "deleteOne", () => this.keys.deleteOne({ _id: identityKeyId(workspaceId, set.externalId!), token }));
-      }
+      // Lost the race for the record. The claim stays: deleting it by its token is not safe, as
+      // another rename of this customer to the same externalId may have re-tokened it and then
+      // committed, making it valid. Left alone, it is either used by the retry or, stale, taken over.
       await backoff(attempt, deadline);
     }
   }
 
   async softDelete(workspaceId: string, customerId: string): Promise<CustomerDoc | null> {
     const now = new Date();
-    const before = await dbCall("customers", "findOneAndUpdate", () =>
+    const before = await this.writeCustomer(customerId, "findOneAndUpdate", () =>
       this.customers.findOneAndUpdate(
         { _id: customerId, workspaceId, deletedAt: null },
         {
@@ -259,7 +262,7 @@ export class MongoCustomersRepository implements CustomersRepository, ScrubRepos
     if (before.externalId !== null) {
       const keyId = identityKeyId(workspaceId, before.externalId);
       // Every key pointing at a deleted customer is stale, so this delete is safe whatever its token.
-      await dbCall("customer_keys", "deleteOne", () => this.keys.deleteOne({ _id: keyId, customerId }));
+      await this.writeKey(keyId, "deleteOne", () => this.keys.deleteOne({ _id: keyId, customerId }));
     }
     return before;
   }
@@ -286,7 +289,7 @@ export class MongoCustomersRepository implements CustomersRepository, ScrubRepos
   }
 
   async setStats(workspaceId: string, customerId: string, stats: StatsDoc, version: number): Promise<StatsResult> {
-    const res = await dbCall("customers", "updateOne", () =>
+    const res = await this.writeCustomer(customerId, "updateOne", () =>
       this.customers.updateOne({ _id: customerId, workspaceId, statsVersion: { $not: { $gte: version } } }, { $set: { stats, statsVersion: version } }),
     );
     if (res.matchedCount > 0) return "applied";
@@ -302,15 +305,28 @@ export class MongoCustomersRepository implements CustomersRepository, ScrubRepos
   }
 
   async completeScrub(customerId: string): Promise<void> {
-    await dbCall("customer_keys", "deleteMany", () => this.keys.deleteMany({ customerId }));
-    await dbCall("customers", "updateOne", () =>
+    // One conditional delete per key rather than deleteMany, which FerretDB runs as a query
+    // followed by deletes by _id: a key taken over in between would be lost.
+    const keys = await dbCall("customer_keys", "find", () => this.keys.find({ customerId }, { projection: { _id: 1 } }).toArray());
+    for (const { _id } of keys) await this.writeKey(_id, "deleteOne", () => this.keys.deleteOne({ _id, customerId }));
+    await this.writeCustomer(customerId, "updateOne", () =>
       this.customers.updateOne({ _id: customerId, deletedAt: { $ne: null }, scrubPending: true }, { $set: { scrubPending: false } }),
     );
   }
 
+  /** A conditional write to one customer, atomic also on FerretDB (see doc-locks.ts). */
+  private writeCustomer<T>(customerId: string, operation: string, fn: () => Promise<T>): Promise<T> {
+    return withDocLock(`${this.dbName}/customers/${customerId}`, () => dbCall("customers", operation, fn));
+  }
+
+  /** A conditional write to one identity key, atomic also on FerretDB (see doc-locks.ts). */
+  private writeKey<T>(keyId: string, operation: string, fn: () => Promise<T>): Promise<T> {
+    return withDocLock(`${this.dbName}/customer_keys/${keyId}`, () => dbCall("customer_keys", operation, fn));
+  }
+
   /** Applies `set` if the record is still at the revision it was read at. */
   private updateAtRev(cur: CustomerDoc, set: Partial<CustomerDoc>): Promise<CustomerDoc | null> {
-    return dbCall("customers", "findOneAndUpdate", () =>
+    return this.writeCustomer(cur._id, "findOneAndUpdate", () =>
       this.customers.findOneAndUpdate(
         { _id: cur._id, rev: cur.rev, deletedAt: null },
         { $set: { ...set, updatedAt: new Date() }, $inc: { rev: 1 } } as UpdateFilter<CustomerDoc>,
@@ -354,14 +370,14 @@ export class MongoCustomersRepository implements CustomersRepository, ScrubRepos
         } else if (holder === null) {
           if (!(await this.poison(key.customerId, workspaceId))) continue; // it was inserted meanwhile
         } else {
-          const fenced = await dbCall("customers", "updateOne", () =>
+          const fenced = await this.writeCustomer(key.customerId, "updateOne", () =>
             this.customers.updateOne({ _id: key.customerId, deletedAt: null, externalId: { $ne: externalId } }, { $inc: { rev: 1 } }),
           );
           if (fenced.matchedCount === 0) continue; // it changed meanwhile: re-evaluate
         }
       }
       // Stale, or already ours (a retry): take it over with a fresh token.
-      const res = await dbCall("customer_keys", "replaceOne", () =>
+      const res = await this.writeKey(_id, "replaceOne", () =>
         this.keys.replaceOne({ _id, token: key.token } as Filter<KeyDoc>, { customerId: target, token, at: new Date() }),
       );
       if (res.matchedCount > 0) return { kind: "claimed", token };
