@@ -131,11 +131,12 @@ export interface ScrubRepository {
 export interface RepositoryOptions {
   /** How long a key whose customer does not (yet) match may belong to a write in flight. */
   keyGraceMs?: number;
-  /** How long one call may retry under contention before giving up with ABORTED. */
+  /** How long one call may retry under contention before giving up with UNAVAILABLE. */
   contentionTimeoutMs?: number;
 }
 
-const aborted = () => new ConnectError("too many concurrent writes to this customer; retry", Code.Aborted);
+// Transient by nature, so UNAVAILABLE (503, "retry shortly") rather than ABORTED.
+const contended = () => new ConnectError("too many concurrent writes to this customer; retry", Code.Unavailable);
 
 export class MongoCustomersRepository implements CustomersRepository, ScrubRepository {
   readonly customers: Collection<CustomerDoc>;
@@ -465,9 +466,9 @@ export function changes(cur: CustomerDoc, patch: CustomerPatch, mode: MergeMode)
   return set;
 }
 
-/** Waits a little (jittered, growing) before a retry; ABORTED once past the deadline. */
+/** Waits a little (jittered, growing) before a retry; UNAVAILABLE once past the deadline. */
 async function backoff(attempt: number, deadline: number): Promise<void> {
-  if (Date.now() >= deadline) throw aborted();
+  if (Date.now() >= deadline) throw contended();
   const ms = Math.min(50, 2 * 2 ** Math.min(attempt, 5)) * (0.5 + Math.random());
   await sleep(ms);
 }
