@@ -13,7 +13,7 @@
  * rollup cells therefore use deterministic `_id`s, which is also the fastest path on MongoDB.
  */
 import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
-import { MongoClient, type Db } from "mongodb";
+import { MongoClient, type Collection, type Db, type Document, type IndexDescription } from "mongodb";
 import { fromMongoError } from "./errors.js";
 
 const tracer = trace.getTracer("linquid.mongodb");
@@ -59,4 +59,15 @@ export async function dbCall<T>(collection: string, operation: string, fn: () =>
       }
     },
   );
+}
+
+/**
+ * Creates indexes one at a time. FerretDB v1 drops the connection when one createIndexes
+ * command names several indexes that all exist already (a restart on existing data), while
+ * one index per command is fine on both backends and idempotent.
+ */
+export async function ensureIndexes<T extends Document>(collection: Collection<T>, indexes: readonly IndexDescription[]): Promise<void> {
+  for (const index of indexes) {
+    await dbCall(collection.collectionName, "createIndexes", () => collection.createIndexes([index]));
+  }
 }
