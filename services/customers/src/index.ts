@@ -35,4 +35,4 @@ const plugin: Plugin = {
 export default plugin;
 
 export { CustomersHandler, toCustomer } from "./customers-service.js";
-export { MongoCustomersRepository, newCustomerDoc, type CustomerDoc, type CustomersRepository } from "./repository.js";
+export { liveFilter, MongoCustomersRepository, newCustomerDoc, type CustomerDoc, type CustomersRepository } from "./repository.js";

@@ -405,7 +405,8 @@ export class MongoCustomersRepository implements CustomersRepository, ScrubRepos
   }
 }
 
-function liveFilter(workspaceId: string, search: string | undefined): Filter<CustomerDoc> {
+/** The filter of ListCustomers/CountCustomers: live customers of a workspace, optionally matching a search. */
+export function liveFilter(workspaceId: string, search: string | undefined): Filter<CustomerDoc> {
   const filter: Filter<CustomerDoc> = { workspaceId, deletedAt: null };
   if (search !== undefined) filter.search = { $regex: literalPattern(foldCase(search)) };
   return filter;
