@@ -1,0 +1,287 @@
+/**
+ * AnalyticsService: event tracking, cohort/LTV/journey/attribution reads, recalculation and
+ * the PII scrub. Validation and answer shapes live here; writes and rollups in engine.ts,
+ * cohort math in reads.ts.
+ */
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type Client, type ServiceImpl } from "@connectrpc/connect";
+import {
+  AttributionSchema,
+  CohortSchema,
+  JourneySummarySchema,
+  LtvCohortSchema,
+  PaginationSchema,
+  TouchpointSchema,
+  type AnalyticsService,
+  type CustomersService,
+  type GetAttributionRequest,
+  type GetCohortsRequest,
+  type GetJourneyRequest,
+  type GetJourneySummaryRequest,
+  type GetLtvCohortsRequest,
+  type RebuildWorkspaceRequest,
+  type RecalculateLtvRequest,
+  type ScrubCustomerRequest,
+  type Touch as TouchMsg,
+  type TrackBatchRequest,
+  type TrackClickRequest,
+  type TrackEventRequest,
+  type TrackLeadRequest,
+  type TrackSaleRequest,
+} from "@linquid/contracts";
+import { Violations } from "@linquid/mesh";
+import { checkRange } from "./dates.js";
+import { stateOf, type AnalyticsEngine, type TrackOutcome } from "./engine.js";
+import { cohorts, ltvCohorts } from "./reads.js";
+import { emptyTotals, foldEvents, type CohortDimension, type Touch, type TouchCount, type TotalsState } from "./totals.js";
+import { checkClick, checkCustom, checkLead, checkSale, checkTracked, checkWorkspaceId, type IncomingEvent } from "./validation.js";
+
+const GROUP_BY: readonly CohortDimension[] = ["week", "month", "campaign", "source"];
+export const MAX_BATCH = 10_000;
+
+/** Wraps a read so a failing query answers Internal (ANALYTICS_ERROR at the gateway); the rest passes. */
+async function query<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw ConnectError.from(err, Code.Internal);
+  }
+}
+
+function touchMsg(t: Touch | null): TouchMsg | undefined {
+  if (t === null) return undefined;
+  return {
+    $typeName: "linquid.analytics.v1.Touch",
+    type: t.type,
+    timestamp: timestampFromDate(t.at),
+    ...(t.clickId !== null ? { clickId: t.clickId } : {}),
+    ...(t.linkId !== null ? { linkId: t.linkId } : {}),
+    ...(t.campaignId !== null ? { campaignId: t.campaignId } : {}),
+    ...(t.source !== null ? { source: t.source } : {}),
+  } as TouchMsg;
+}
+
+/** Most touches first, then by id. */
+export function sortTouchCounts(list: readonly TouchCount[]): TouchCount[] {
+  return [...list].sort((a, b) => b.touches - a.touches || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+const totalsOf = (s: TotalsState) => ({ leads: BigInt(s.leads), sales: BigInt(s.sales), revenue: BigInt(s.revenue) });
+
+export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
+  constructor(
+    private readonly engine: AnalyticsEngine,
+    private readonly customers: () => Client<typeof CustomersService>,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  private async trackOne(ws: string, check: () => IncomingEvent) {
+    checkWorkspaceId(ws);
+    const event = check();
+    const [o] = await this.engine.ingest(ws, [event]);
+    if (o!.failure !== undefined) throw o!.failure;
+    return answer(o!);
+  }
+
+  trackClick(req: TrackClickRequest) {
+    return this.trackOne(req.workspaceId, () => checkClick(req.workspaceId, req, this.now()));
+  }
+  trackLead(req: TrackLeadRequest) {
+    return this.trackOne(req.workspaceId, () => checkLead(req.workspaceId, req, this.now()));
+  }
+  trackSale(req: TrackSaleRequest) {
+    return this.trackOne(req.workspaceId, () => checkSale(req.workspaceId, req, this.now()));
+  }
+  trackEvent(req: TrackEventRequest) {
+    return this.trackOne(req.workspaceId, () => checkCustom(req.workspaceId, req, this.now()));
+  }
+
+  async trackBatch(req: TrackBatchRequest) {
+    checkWorkspaceId(req.workspaceId);
+    if (req.events.length > MAX_BATCH) new Violations().add("events", `at most ${MAX_BATCH} per call`).throwIfAny();
+    const now = this.now();
+    const checked = req.events.map((e) => checkTracked(req.workspaceId, e, now));
+    const valid: IncomingEvent[] = [];
+    const at: number[] = [];
+    checked.forEach((c, i) => {
+      if (!("error" in c)) {
+        valid.push(c);
+        at.push(i);
+      }
+    });
+    const outcomes = await this.engine.ingest(req.workspaceId, valid);
+    const results: Array<{ eventId: string; customerId?: string; duplicate: boolean; error?: string } | undefined> = checked.map((c) =>
+      "error" in c ? { eventId: "", duplicate: false, error: c.error } : undefined,
+    );
+    outcomes.forEach((o, k) => {
+      results[at[k]!] =
+        o.failure !== undefined ? { eventId: "", duplicate: false, error: o.failure.rawMessage } : { ...answer(o) };
+    });
+    return { results: results.map((r) => r!) };
+  }
+
+  async getCohorts(req: GetCohortsRequest) {
+    const v = new Violations();
+    if (req.workspaceId === "") v.add("workspaceId", "is required");
+    const groupBy = (req.groupBy ?? "week") as CohortDimension;
+    if (!GROUP_BY.includes(groupBy)) v.add("group_by", `must be one of ${GROUP_BY.join(", ")}`);
+    const range = checkRange(v, req.start, req.end);
+    v.throwIfAny();
+    const rows = await query(() => cohorts(this.engine.repo, req.workspaceId, groupBy, range));
+    return {
+      cohorts: rows.map((r) =>
+        create(CohortSchema, {
+          ...(r.cohort !== null ? { cohort: r.cohort } : {}),
+          customers: BigInt(r.customers),
+          leads: BigInt(r.leads),
+          sales: BigInt(r.sales),
+          revenue: BigInt(r.revenue),
+          conversionRate: r.conversionRate,
+        }),
+      ),
+    };
+  }
+
+  async getLtvCohorts(req: GetLtvCohortsRequest) {
+    const v = new Violations();
+    if (req.workspaceId === "") v.add("workspaceId", "is required");
+    const months = req.months ?? 12;
+    if (!Number.isInteger(months) || months < 1 || months > 24) v.add("months", "must be an integer 1..24");
+    v.throwIfAny();
+    const rows = await query(() => ltvCohorts(this.engine.repo, req.workspaceId, months, new Date(this.now())));
+    return {
+      cohorts: rows.map((r) =>
+        create(LtvCohortSchema, {
+          cohort: r.cohort,
+          customers: BigInt(r.customers),
+          revenue: r.revenue.map(BigInt),
+          cumulativeRevenue: r.cumulativeRevenue.map(BigInt),
+          ltv: r.ltv,
+        }),
+      ),
+    };
+  }
+
+  /** The live customer an id names; NotFound for deleted and unknown ones (customers decides). */
+  private async resolve(ws: string, id: string): Promise<string> {
+    const v = new Violations();
+    if (ws === "") v.add("workspaceId", "is required");
+    if (id === "") v.add("id", "is required");
+    v.throwIfAny();
+    try {
+      const res = await this.customers().getCustomer({ workspaceId: ws, id });
+      return res.customer!.id;
+    } catch (err) {
+      const ce = ConnectError.from(err);
+      if (ce.code === Code.NotFound || ce.code === Code.InvalidArgument) throw new ConnectError("customer not found", Code.NotFound);
+      if (ce.code === Code.Unavailable || ce.code === Code.DeadlineExceeded) throw new ConnectError("customers service unavailable", Code.Unavailable, undefined, undefined, ce);
+      throw ce;
+    }
+  }
+
+  async recalculateLtv(req: RecalculateLtvRequest) {
+    const customerId = await this.resolve(req.workspaceId, req.id);
+    const r = await this.engine.lock.run(req.workspaceId, () => this.engine.recalculate(req.workspaceId, customerId));
+    await this.engine.pushStats(req.workspaceId, [r.doc]);
+    return { customerId, before: totalsOf(r.before), after: totalsOf(r.after) };
+  }
+
+  async getJourney(req: GetJourneyRequest) {
+    const v = new Violations();
+    const page = req.page ?? 1;
+    const limit = req.limit ?? 100;
+    if (!Number.isInteger(page) || page < 1) v.add("page", "must be an integer >= 1");
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) v.add("limit", "must be an integer 1..1000");
+    const range = checkRange(v, req.start, req.end);
+    v.throwIfAny();
+    const customerId = await this.resolve(req.workspaceId, req.id);
+    const repo = this.engine.repo;
+    const [events, total] = await query(() =>
+      Promise.all([repo.journey(req.workspaceId, customerId, range.start, range.end, (page - 1) * limit, limit), repo.countJourney(req.workspaceId, customerId, range.start, range.end)]),
+    );
+    const totalPages = Math.ceil(total / limit);
+    return {
+      touchpoints: events.map((e) =>
+        create(TouchpointSchema, {
+          type: e.type,
+          timestamp: timestampFromDate(e.at),
+          ...(e.eventName !== undefined ? { eventName: e.eventName } : {}),
+          ...(e.clickId !== undefined ? { clickId: e.clickId } : {}),
+          ...(e.linkId !== undefined ? { linkId: e.linkId } : {}),
+          ...(e.campaignId !== undefined ? { campaignId: e.campaignId } : {}),
+          ...(e.source !== undefined ? { source: e.source } : {}),
+          ...(e.amount !== undefined ? { amount: BigInt(e.amount) } : {}),
+          ...(e.currency !== undefined ? { currency: e.currency } : {}),
+        }),
+      ),
+      pagination: create(PaginationSchema, { page, limit, total: BigInt(total), totalPages, hasMore: page < totalPages }),
+    };
+  }
+
+  async getJourneySummary(req: GetJourneySummaryRequest) {
+    const v = new Violations();
+    const range = checkRange(v, req.start, req.end);
+    v.throwIfAny();
+    const customerId = await this.resolve(req.workspaceId, req.id);
+    const repo = this.engine.repo;
+    const s: TotalsState = await query(async () =>
+      range.start === undefined && range.end === undefined
+        ? stateOf((await repo.findTotals(req.workspaceId, [customerId])).get(customerId))
+        : foldEvents(emptyTotals(), await repo.journey(req.workspaceId, customerId, range.start, range.end, 0, 0)),
+    );
+    const currency = await this.engine.currency(req.workspaceId);
+    return {
+      summary: create(JourneySummarySchema, {
+        ...(s.firstTouch !== null ? { firstSeenAt: timestampFromDate(s.firstTouch.at) } : {}),
+        ...(s.lastTouch !== null ? { lastSeenAt: timestampFromDate(s.lastTouch.at) } : {}),
+        clicks: BigInt(s.clicks),
+        leads: BigInt(s.leads),
+        sales: BigInt(s.sales),
+        customEvents: BigInt(s.customEvents),
+        revenue: BigInt(s.revenue),
+        currency,
+        ...(s.firstSaleAt !== null && s.firstTouch !== null
+          ? { timeToFirstSaleSeconds: BigInt(Math.floor((s.firstSaleAt.getTime() - s.firstTouch.at.getTime()) / 1000)) }
+          : {}),
+      }),
+    };
+  }
+
+  async getAttribution(req: GetAttributionRequest) {
+    const customerId = await this.resolve(req.workspaceId, req.id);
+    const doc = await query(async () => (await this.engine.repo.findTotals(req.workspaceId, [customerId])).get(customerId));
+    const s = stateOf(doc);
+    const counts = (list: readonly TouchCount[]) =>
+      sortTouchCounts(list).map((t) => ({ id: t.id, touches: BigInt(t.touches), firstAt: timestampFromDate(t.firstAt), lastAt: timestampFromDate(t.lastAt) }));
+    const first = touchMsg(s.firstTouch);
+    const last = touchMsg(s.lastTouch);
+    return {
+      attribution: create(AttributionSchema, {
+        ...(first !== undefined ? { firstTouch: first } : {}),
+        ...(last !== undefined ? { lastTouch: last } : {}),
+        links: counts(s.links),
+        campaigns: counts(s.campaigns),
+        sources: counts(s.sources),
+      }),
+    };
+  }
+
+  async scrubCustomer(req: ScrubCustomerRequest) {
+    const v = new Violations();
+    if (req.workspaceId === "") v.add("workspaceId", "is required");
+    if (req.customerId === "") v.add("customerId", "is required");
+    v.throwIfAny();
+    return { scrubbedEvents: BigInt(await this.engine.repo.scrub(req.workspaceId, req.customerId)) };
+  }
+
+  async rebuildWorkspace(req: RebuildWorkspaceRequest) {
+    checkWorkspaceId(req.workspaceId);
+    const r = await this.engine.lock.run(req.workspaceId, () => this.engine.rebuild(req.workspaceId));
+    return { customers: BigInt(r.customers), events: BigInt(r.events) };
+  }
+}
+
+function answer(o: TrackOutcome) {
+  return { eventId: o.eventId, ...(o.customerId !== null ? { customerId: o.customerId } : {}), duplicate: o.duplicate };
+}

@@ -1,0 +1,120 @@
+/**
+ * Cohort and LTV answers from the rollup cells. Without a date range a cohort question reads
+ * the all-time cells of one dimension; with one it sums the day cells of the whole days in
+ * range and adds the customers whose first touch lies in a partial boundary day, read from
+ * `customer_totals` by first-touch time. Either way the documents read grow with the answer
+ * (keys × days), not with the events.
+ */
+import { dayKey, dayStartMs, DAY_MS, isoWeekKey, monthIndex, monthKeyOfIndex } from "./buckets.js";
+import type { TimeRange } from "./dates.js";
+import type { AnalyticsRepository, CohortCellDoc } from "./repository.js";
+import { cohortValues, contributions, type CohortDimension, type CohortValues } from "./totals.js";
+import { stateOf } from "./engine.js";
+
+export interface CohortRow extends CohortValues {
+  cohort: string | null;
+  conversionRate: number;
+}
+
+export interface LtvRow {
+  cohort: string;
+  customers: number;
+  revenue: number[];
+  cumulativeRevenue: number[];
+  ltv: number[];
+}
+
+const MIN_DAY = "0000-01-01";
+const MAX_DAY = "9999-12-31";
+
+function addInto(m: Map<string | null, CohortValues>, key: string | null, v: CohortValues): void {
+  const cur = m.get(key) ?? { customers: 0, leads: 0, sales: 0, revenue: 0, customersWithSale: 0 };
+  m.set(key, {
+    customers: cur.customers + v.customers,
+    leads: cur.leads + v.leads,
+    sales: cur.sales + v.sales,
+    revenue: cur.revenue + v.revenue,
+    customersWithSale: cur.customersWithSale + v.customersWithSale,
+  });
+}
+
+const valuesOf = (c: CohortCellDoc): CohortValues => ({ customers: c.customers, leads: c.leads, sales: c.sales, revenue: c.revenue, customersWithSale: c.customersWithSale });
+
+/** Rows sorted by cohort key, customers-less rows dropped, the null cohort last. */
+export function toRows(m: Map<string | null, CohortValues>): CohortRow[] {
+  return [...m]
+    .filter(([, v]) => v.customers > 0)
+    .sort(([a], [b]) => (a === b ? 0 : a === null ? 1 : b === null ? -1 : a < b ? -1 : 1))
+    .map(([cohort, v]) => ({ cohort, ...v, conversionRate: v.customers === 0 ? 0 : v.customersWithSale / v.customers }));
+}
+
+/** The whole days inside a range and the partial days at its edges. */
+export function splitRange(r: TimeRange): { fromDay: string; toDay: string; partial: Array<[number, number]> } {
+  const partial: Array<[number, number]> = [];
+  let fromDay = MIN_DAY;
+  let toDay = MAX_DAY;
+  const S = r.start;
+  const E = r.end;
+  if (S !== undefined) {
+    const d = dayKey(new Date(S));
+    const start = dayStartMs(d);
+    if (S === start) fromDay = d;
+    else {
+      fromDay = dayKey(new Date(start + DAY_MS));
+      partial.push([S, Math.min(E ?? Infinity, start + DAY_MS - 1)]);
+    }
+  }
+  if (E !== undefined) {
+    const d = dayKey(new Date(E));
+    const start = dayStartMs(d);
+    if (E === start + DAY_MS - 1) toDay = d;
+    else {
+      toDay = dayKey(new Date(start - DAY_MS));
+      const from = Math.max(S ?? -Infinity, start);
+      // The start's partial day already covers it when both edges fall on the same day.
+      if (!(S !== undefined && dayKey(new Date(S)) === d && S !== dayStartMs(d))) partial.push([from, E]);
+    }
+  }
+  return { fromDay, toDay, partial: partial.filter(([a, b]) => a <= b) };
+}
+
+export async function cohorts(repo: AnalyticsRepository, ws: string, dim: CohortDimension, range: TimeRange): Promise<CohortRow[]> {
+  const m = new Map<string | null, CohortValues>();
+  if (range.start === undefined && range.end === undefined) {
+    for (const c of await repo.cohortCellsOf(ws, dim)) addInto(m, c.key, valuesOf(c));
+    return toRows(m);
+  }
+  const { fromDay, toDay, partial } = splitRange(range);
+  if (fromDay <= toDay) {
+    const dayDim = dim === "week" || dim === "month" ? "day" : dim;
+    for (const c of await repo.dayCellsOf(ws, dayDim, fromDay, toDay)) {
+      const key = dim === "week" ? isoWeekKey(new Date(dayStartMs(c.day!))) : dim === "month" ? c.day!.slice(0, 7) : c.key;
+      addInto(m, key, valuesOf(c));
+    }
+  }
+  for (const [a, b] of partial) {
+    for (const t of await repo.totalsByFirstTouch(ws, new Date(a), new Date(b))) {
+      const s = stateOf(t);
+      const cell = contributions(ws, s).find((c) => c.collection === "cohort_cells" && c.fields["dim"] === dim);
+      if (cell !== undefined) addInto(m, cell.fields["key"] as string | null, cohortValues(s));
+    }
+  }
+  return toRows(m);
+}
+
+export async function ltvCohorts(repo: AnalyticsRepository, ws: string, months: number, now: Date): Promise<LtvRow[]> {
+  const current = monthIndex(now);
+  const keys = Array.from({ length: months }, (_, i) => monthKeyOfIndex(current - months + 1 + i));
+  const [cells, ltv] = await Promise.all([repo.monthCohortCells(ws, keys), repo.ltvCellsOf(ws, keys)]);
+  const customersOf = new Map(cells.map((c) => [c.key, c.customers]));
+  return keys.map((cohort, i) => {
+    const length = months - i;
+    const revenue = new Array<number>(length).fill(0);
+    for (const c of ltv) if (c.cohortMonth === cohort && c.offset >= 0 && c.offset < length) revenue[c.offset]! += c.revenue;
+    const customers = customersOf.get(cohort) ?? 0;
+    const cumulativeRevenue: number[] = [];
+    let sum = 0;
+    for (const r of revenue) cumulativeRevenue.push((sum += r));
+    return { cohort, customers, revenue, cumulativeRevenue, ltv: cumulativeRevenue.map((c) => (customers === 0 ? 0 : c / customers)) };
+  });
+}

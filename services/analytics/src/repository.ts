@@ -1,0 +1,326 @@
+/**
+ * The analytics plugin's collections (see README.md for the model):
+ * - `events`: raw events, `_id` = the idempotency key (`${ws}:click:${clickId}`, ...);
+ * - `click_owners`: `_id` = `${ws}:${clickId}` → the customer a click belongs to;
+ * - `customer_totals`: `_id` = `${ws}:${customerId}`, the fold of the customer's events;
+ * - `cohort_cells`, `cohort_day_cells`, `ltv_cells`: rollups kept with `$inc` upserts on
+ *   deterministic `_id`s;
+ * - `ingest_ops`: one marker per in-flight ingestion, deleted when it is fully applied.
+ * Every call goes through dbCall, which maps driver errors to RPC codes.
+ */
+import type { AnyBulkWriteOperation, Collection, Db, Document } from "mongodb";
+import { MongoBulkWriteError } from "mongodb";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { dbCall } from "@linquid/mesh";
+import type { IncomingEvent } from "./validation.js";
+import type { CellDelta, CohortDimension, DayDimension, TotalsState } from "./totals.js";
+
+export interface EventDoc extends Omit<IncomingEvent, "keyed"> {
+  workspaceId: string;
+  /** The customer the event belongs to; null for a click nobody has claimed yet. */
+  customerId: string | null;
+  /** The ingestion that stored (or, for clicks, attached) the event. */
+  opId: string;
+  receivedAt: Date;
+}
+
+export interface ClickOwnerDoc {
+  _id: string;
+  workspaceId: string;
+  clickId: string;
+  customerId: string;
+  claimedAt: Date;
+}
+
+export interface TotalsDoc extends TotalsState {
+  _id: string;
+  workspaceId: string;
+  customerId: string;
+  /** firstTouch.at, top level for the range index. */
+  firstTouchAt: Date | null;
+  /** Incremented by every write; also the version of the stats pushed to customers. */
+  version: number;
+  /** The last ingestions folded in, so a recovered one is not folded twice. */
+  recentOps: string[];
+  updatedAt: Date;
+}
+
+export interface CohortCellDoc {
+  _id: string;
+  workspaceId: string;
+  dim: string;
+  key: string | null;
+  day?: string;
+  customers: number;
+  leads: number;
+  sales: number;
+  revenue: number;
+  customersWithSale: number;
+}
+
+export interface LtvCellDoc {
+  _id: string;
+  workspaceId: string;
+  cohortMonth: string;
+  offset: number;
+  revenue: number;
+}
+
+export interface OpDoc {
+  _id: string;
+  workspaceId: string;
+  /** Events this op inserts or attaches. */
+  eventIds: string[];
+  startedAt: Date;
+}
+
+/** FerretDB v1 stops answering a bulk update of 100 or more existing documents; stay below. */
+const BULK_CHUNK = 50;
+
+function chunks<T>(list: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < list.length; i += size) out.push(list.slice(i, i + size));
+  return out;
+}
+
+export class AnalyticsRepository {
+  readonly events: Collection<EventDoc>;
+  readonly owners: Collection<ClickOwnerDoc>;
+  readonly totals: Collection<TotalsDoc>;
+  readonly cohortCells: Collection<CohortCellDoc>;
+  readonly dayCells: Collection<CohortCellDoc>;
+  readonly ltvCells: Collection<LtvCellDoc>;
+  readonly ops: Collection<OpDoc>;
+
+  constructor(db: Db) {
+    this.events = db.collection<EventDoc>("events");
+    this.owners = db.collection<ClickOwnerDoc>("click_owners");
+    this.totals = db.collection<TotalsDoc>("customer_totals");
+    this.cohortCells = db.collection<CohortCellDoc>("cohort_cells");
+    this.dayCells = db.collection<CohortCellDoc>("cohort_day_cells");
+    this.ltvCells = db.collection<LtvCellDoc>("ltv_cells");
+    this.ops = db.collection<OpDoc>("ingest_ops");
+  }
+
+  /** The workspace-prefixed indexes MongoDB needs for each query shape; one per command. */
+  async ensureIndexes(): Promise<void> {
+    const specs: Array<[Collection<never>, Document, string]> = [
+      [this.events as never, { workspaceId: 1, customerId: 1, at: 1, _id: 1 }, "journey"],
+      [this.totals as never, { workspaceId: 1, firstTouchAt: 1 }, "first_touch"],
+      [this.cohortCells as never, { workspaceId: 1, dim: 1 }, "ws_dim"],
+      [this.dayCells as never, { workspaceId: 1, dim: 1, day: 1 }, "ws_dim_day"],
+      [this.ltvCells as never, { workspaceId: 1, cohortMonth: 1 }, "ws_month"],
+      [this.ops as never, { startedAt: 1 }, "started"],
+    ];
+    for (const [col, keys, name] of specs) {
+      await dbCall(col.collectionName, "createIndex", () => col.createIndex(keys, { name }));
+    }
+  }
+
+  // -- events -----------------------------------------------------------------------------------
+
+  /** Inserts what is new; returns the _ids that were already stored (replays). */
+  async insertEvents(docs: readonly EventDoc[]): Promise<Set<string>> {
+    const dups = new Set<string>();
+    for (const part of chunks(docs, 1000)) {
+      await dbCall("events", "insertMany", async () => {
+        try {
+          await this.events.insertMany(part as EventDoc[], { ordered: false });
+        } catch (err) {
+          if (!(err instanceof MongoBulkWriteError)) throw err;
+          const errors = Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors];
+          for (const we of errors) {
+            if (we.code !== 11000) throw err;
+            dups.add(part[we.index]!._id);
+          }
+        }
+      });
+    }
+    return dups;
+  }
+
+  async findEvents(ids: readonly string[]): Promise<EventDoc[]> {
+    if (ids.length === 0) return [];
+    const out: EventDoc[] = [];
+    for (const part of chunks(ids, 1000)) {
+      out.push(...(await dbCall("events", "find", () => this.events.find({ _id: { $in: part } } as never).toArray())));
+    }
+    return out;
+  }
+
+  /** Gives an unclaimed stored click to its owner; the click as it was, or null when none was attached. */
+  attachClick(id: string, customerId: string, opId: string): Promise<EventDoc | null> {
+    return dbCall("events", "findOneAndUpdate", () =>
+      this.events.findOneAndUpdate({ _id: id, customerId: null } as never, { $set: { customerId, opId } }, { returnDocument: "after" }),
+    );
+  }
+
+  customerEvents(ws: string, customerId: string): Promise<EventDoc[]> {
+    return dbCall("events", "find", () => this.events.find({ workspaceId: ws, customerId }).sort({ at: 1, _id: 1 }).toArray());
+  }
+
+  journey(ws: string, customerId: string, start: number | undefined, end: number | undefined, skip: number, limit: number): Promise<EventDoc[]> {
+    return dbCall("events", "find", () =>
+      this.events.find(journeyFilter(ws, customerId, start, end)).sort({ at: 1, _id: 1 }).skip(skip).limit(limit).toArray(),
+    );
+  }
+
+  countJourney(ws: string, customerId: string, start: number | undefined, end: number | undefined): Promise<number> {
+    return dbCall("events", "countDocuments", () => this.events.countDocuments(journeyFilter(ws, customerId, start, end)));
+  }
+
+  /** Removes PII from a customer's events; returns how many changed. */
+  async scrub(ws: string, customerId: string): Promise<number> {
+    const filter = {
+      workspaceId: ws,
+      customerId,
+      $or: [{ email: { $exists: true } }, { name: { $exists: true } }, { metadata: { $exists: true } }, { externalId: { $exists: true } }],
+    };
+    const r = await dbCall("events", "updateMany", () =>
+      this.events.updateMany(filter as never, { $unset: { email: "", name: "", metadata: "", externalId: "" } }),
+    );
+    return r.modifiedCount;
+  }
+
+  workspaceEvents(ws: string) {
+    return this.events.find({ workspaceId: ws });
+  }
+
+  // -- click owners -----------------------------------------------------------------------------
+
+  async findOwners(ws: string, clickIds: readonly string[]): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    for (const part of chunks([...new Set(clickIds)], 1000)) {
+      const docs = await dbCall("click_owners", "find", () => this.owners.find({ _id: { $in: part.map((c) => `${ws}:${c}`) } }).toArray());
+      for (const d of docs) out.set(d.clickId, d.customerId);
+    }
+    return out;
+  }
+
+  /** Claims clicks for customers; a click already claimed keeps its owner. Returns the ones this call claimed. */
+  async claimClicks(docs: readonly ClickOwnerDoc[]): Promise<Set<string>> {
+    const won = new Set(docs.map((d) => d.clickId));
+    for (const part of chunks(docs, 1000)) {
+      await dbCall("click_owners", "insertMany", async () => {
+        try {
+          await this.owners.insertMany(part as ClickOwnerDoc[], { ordered: false });
+        } catch (err) {
+          if (!(err instanceof MongoBulkWriteError)) throw err;
+          const errors = Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors];
+          for (const we of errors) {
+            if (we.code !== 11000) throw err;
+            won.delete(part[we.index]!.clickId);
+          }
+        }
+      });
+    }
+    return won;
+  }
+
+  // -- totals -----------------------------------------------------------------------------------
+
+  async findTotals(ws: string, customerIds: readonly string[]): Promise<Map<string, TotalsDoc>> {
+    const out = new Map<string, TotalsDoc>();
+    for (const part of chunks([...new Set(customerIds)], 1000)) {
+      const docs = await dbCall("customer_totals", "find", () => this.totals.find({ _id: { $in: part.map((c) => `${ws}:${c}`) } }).toArray());
+      for (const d of docs) out.set(d.customerId, d);
+    }
+    return out;
+  }
+
+  /** Writes a totals doc if it is still at `expectedVersion` (0 = not stored yet). False on conflict. */
+  async writeTotals(doc: TotalsDoc, expectedVersion: number): Promise<boolean> {
+    if (expectedVersion === 0) {
+      try {
+        await dbCall("customer_totals", "insertOne", () => this.totals.insertOne(doc));
+        return true;
+      } catch (err) {
+        if (err instanceof ConnectError && err.code === Code.AlreadyExists) return false;
+        throw err;
+      }
+    }
+    const { _id, ...rest } = doc;
+    const r = await dbCall("customer_totals", "replaceOne", () => this.totals.replaceOne({ _id, version: expectedVersion }, rest));
+    return r.matchedCount === 1;
+  }
+
+  totalsByFirstTouch(ws: string, from: Date, to: Date): Promise<TotalsDoc[]> {
+    return dbCall("customer_totals", "find", () => this.totals.find({ workspaceId: ws, firstTouchAt: { $gte: from, $lte: to } }).toArray());
+  }
+
+  workspaceTotals(ws: string) {
+    return this.totals.find({ workspaceId: ws });
+  }
+
+  // -- cells ------------------------------------------------------------------------------------
+
+  private cellCollection(name: CellDelta["collection"]): Collection<never> {
+    return (name === "cohort_cells" ? this.cohortCells : name === "cohort_day_cells" ? this.dayCells : this.ltvCells) as never;
+  }
+
+  /** $inc upserts, in chunks the embedded FerretDB handles. */
+  async applyDeltas(deltas: readonly CellDelta[]): Promise<void> {
+    const byCollection = new Map<CellDelta["collection"], CellDelta[]>();
+    for (const d of deltas) {
+      const list = byCollection.get(d.collection) ?? [];
+      list.push(d);
+      byCollection.set(d.collection, list);
+    }
+    for (const [name, list] of byCollection) {
+      const col = this.cellCollection(name);
+      for (const part of chunks(list, BULK_CHUNK)) {
+        const ops: AnyBulkWriteOperation<never>[] = part.map((d) => ({
+          updateOne: { filter: { _id: d.id }, update: { $inc: d.inc, $set: d.fields } as never, upsert: true },
+        }));
+        await dbCall(name, "bulkWrite", () => col.bulkWrite(ops, { ordered: false }));
+      }
+    }
+  }
+
+  cohortCellsOf(ws: string, dim: CohortDimension): Promise<CohortCellDoc[]> {
+    return dbCall("cohort_cells", "find", () => this.cohortCells.find({ workspaceId: ws, dim }).toArray());
+  }
+
+  dayCellsOf(ws: string, dim: DayDimension, fromDay: string, toDay: string): Promise<CohortCellDoc[]> {
+    return dbCall("cohort_day_cells", "find", () => this.dayCells.find({ workspaceId: ws, dim, day: { $gte: fromDay, $lte: toDay } }).toArray());
+  }
+
+  ltvCellsOf(ws: string, months: readonly string[]): Promise<LtvCellDoc[]> {
+    return dbCall("ltv_cells", "find", () => this.ltvCells.find({ workspaceId: ws, cohortMonth: { $in: [...months] } }).toArray());
+  }
+
+  monthCohortCells(ws: string, months: readonly string[]): Promise<CohortCellDoc[]> {
+    return dbCall("cohort_cells", "find", () => this.cohortCells.find({ workspaceId: ws, dim: "month", key: { $in: [...months] } }).toArray());
+  }
+
+  async dropWorkspaceRollups(ws: string): Promise<void> {
+    for (const col of [this.cohortCells, this.dayCells, this.ltvCells, this.totals] as unknown as Collection<never>[]) {
+      await dbCall(col.collectionName, "deleteMany", () => col.deleteMany({ workspaceId: ws } as never));
+    }
+  }
+
+  async insertTotalsMany(docs: readonly TotalsDoc[]): Promise<void> {
+    for (const part of chunks(docs, 1000)) await dbCall("customer_totals", "insertMany", () => this.totals.insertMany(part as TotalsDoc[], { ordered: false }));
+  }
+
+  // -- op markers -------------------------------------------------------------------------------
+
+  async startOp(doc: OpDoc): Promise<void> {
+    await dbCall("ingest_ops", "insertOne", () => this.ops.insertOne(doc));
+  }
+
+  async endOp(id: string): Promise<void> {
+    await dbCall("ingest_ops", "deleteOne", () => this.ops.deleteOne({ _id: id }));
+  }
+
+  staleOps(before: Date): Promise<OpDoc[]> {
+    return dbCall("ingest_ops", "find", () => this.ops.find({ startedAt: { $lt: before } }).limit(100).toArray());
+  }
+}
+
+function journeyFilter(ws: string, customerId: string, start: number | undefined, end: number | undefined) {
+  const at: Record<string, Date> = {};
+  if (start !== undefined) at["$gte"] = new Date(start);
+  if (end !== undefined) at["$lte"] = new Date(end);
+  return Object.keys(at).length === 0 ? { workspaceId: ws, customerId } : { workspaceId: ws, customerId, at };
+}

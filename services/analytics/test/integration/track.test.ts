@@ -1,0 +1,98 @@
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { AnalyticsService, CustomersService } from "@linquid/contracts";
+import { violationsOf } from "@linquid/mesh";
+import { startTestMesh, type TestMesh } from "@linquid/mesh/testing";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+const ts = (iso: string) => timestampFromDate(new Date(iso));
+
+describe("analytics tracking and reads", () => {
+  let mesh: TestMesh;
+  beforeAll(async () => {
+    mesh = await startTestMesh({ MESH_PLUGINS: "workspaces,customers,analytics" });
+  });
+  afterAll(async () => {
+    await mesh?.stop();
+  });
+
+  it("stitches a late click to the customer that named it and moves its cohort", async () => {
+    const { id: ws } = await mesh.workspace({ currency: "EUR" });
+    const a = mesh.host.client(AnalyticsService);
+    const lead = await a.trackLead({ workspaceId: ws, externalId: "u1", clickId: "c1", eventId: "l1", email: "u1@example.com", timestamp: ts("2026-03-10T10:00:00Z") });
+    expect(lead.duplicate).toBe(false);
+    expect(lead.customerId).toMatch(/^cus_/);
+    const replay = await a.trackLead({ workspaceId: ws, externalId: "u1", eventId: "l1", timestamp: ts("2026-03-10T10:00:00Z") });
+    expect(replay).toMatchObject({ eventId: lead.eventId, customerId: lead.customerId, duplicate: true });
+    const sale = await a.trackSale({ workspaceId: ws, externalId: "u1", amount: 1500n, currency: "EUR", invoiceId: "inv1", timestamp: ts("2026-04-02T00:00:00Z") });
+    expect(sale.customerId).toBe(lead.customerId);
+    let cohorts = await a.getCohorts({ workspaceId: ws, groupBy: "month" });
+    expect(cohorts.cohorts.map((c) => [c.cohort, c.customers, c.leads, c.sales, c.revenue])).toEqual([["2026-03", 1n, 1n, 1n, 1500n]]);
+    // The click arrives late, dated in February: first touch and campaign move.
+    const click = await a.trackClick({ workspaceId: ws, clickId: "c1", linkId: "lnk", campaignId: "spring", source: "google", timestamp: ts("2026-02-27T09:00:00Z") });
+    expect(click.customerId).toBeUndefined();
+    cohorts = await a.getCohorts({ workspaceId: ws, groupBy: "month" });
+    expect(cohorts.cohorts.map((c) => [c.cohort, c.customers, c.revenue, c.conversionRate])).toEqual([["2026-02", 1n, 1500n, 1]]);
+    const byCampaign = await a.getCohorts({ workspaceId: ws, groupBy: "campaign" });
+    expect(byCampaign.cohorts.map((c) => c.cohort)).toEqual(["spring"]);
+    const week = await a.getCohorts({ workspaceId: ws, start: "2026-02-27", end: "2026-02-27T09:00:00Z" });
+    expect(week.cohorts.map((c) => [c.cohort, c.customers])).toEqual([["2026-W09", 1n]]);
+    const none = await a.getCohorts({ workspaceId: ws, start: "2026-02-27T09:00:00.001Z" });
+    expect(none.cohorts).toEqual([]);
+    const attribution = await a.getAttribution({ workspaceId: ws, id: "ext_u1" });
+    expect(attribution.attribution?.firstTouch).toMatchObject({ type: "click", clickId: "c1", linkId: "lnk", campaignId: "spring" });
+    expect(attribution.attribution?.links.map((l) => [l.id, l.touches])).toEqual([["lnk", 1n]]);
+    const journey = await a.getJourney({ workspaceId: ws, id: lead.customerId! });
+    expect(journey.touchpoints.map((t) => t.type)).toEqual(["click", "lead", "sale"]);
+    const summary = await a.getJourneySummary({ workspaceId: ws, id: lead.customerId! });
+    expect(summary.summary).toMatchObject({ clicks: 1n, leads: 1n, sales: 1n, revenue: 1500n, currency: "EUR" });
+    const customer = await mesh.host.client(CustomersService).getCustomer({ workspaceId: ws, id: lead.customerId! });
+    expect(customer.customer?.stats).toMatchObject({ leads: 1n, sales: 1n, revenue: 1500n, currency: "EUR" });
+    const recalc = await a.recalculateLtv({ workspaceId: ws, id: "ext_u1" });
+    expect(recalc.before).toEqual(recalc.after);
+  });
+
+  it("rejects bad input with field violations", async () => {
+    const { id: ws } = await mesh.workspace({ currency: "USD" });
+    const a = mesh.host.client(AnalyticsService);
+    const err = await a.trackSale({ workspaceId: ws, externalId: "", amount: -1n, currency: "usd", invoiceId: "" }).catch((e: unknown) => ConnectError.from(e));
+    expect(err).toBeInstanceOf(ConnectError);
+    expect((err as ConnectError).code).toBe(Code.InvalidArgument);
+    expect(violationsOf(err as ConnectError).map((v) => v.field).sort()).toEqual(["amount", "currency", "externalId", "invoiceId"]);
+    const eur = await a.trackSale({ workspaceId: ws, externalId: "x", amount: 1n, currency: "EUR", invoiceId: "i" }).catch((e: unknown) => ConnectError.from(e));
+    expect((eur as ConnectError).code).toBe(Code.InvalidArgument);
+    const future = await a.trackClick({ workspaceId: ws, clickId: "c", linkId: "l", timestamp: timestampFromDate(new Date(Date.now() + 3_600_000)) }).catch((e: unknown) => ConnectError.from(e));
+    expect(violationsOf(future as ConnectError).map((v) => v.field)).toEqual(["timestamp"]);
+    const group = await a.getCohorts({ workspaceId: ws, groupBy: "day" }).catch((e: unknown) => ConnectError.from(e));
+    expect(violationsOf(group as ConnectError).map((v) => v.field)).toEqual(["group_by"]);
+    const order = await a.getCohorts({ workspaceId: ws, start: "2026-02-02", end: "2026-02-01" }).catch((e: unknown) => ConnectError.from(e));
+    expect((order as ConnectError).code).toBe(Code.InvalidArgument);
+    const missing = await a.getJourney({ workspaceId: ws, id: "cus_nope" }).catch((e: unknown) => ConnectError.from(e));
+    expect((missing as ConnectError).code).toBe(Code.NotFound);
+  });
+
+  it("ingests a batch with per-event results and scrubs PII idempotently", async () => {
+    const { id: ws } = await mesh.workspace({ currency: "USD" });
+    const a = mesh.host.client(AnalyticsService);
+    const events = [
+      { event: { case: "click" as const, value: { workspaceId: "", clickId: "k1", linkId: "l1", timestamp: ts("2026-01-05T00:00:00Z") } } },
+      { event: { case: "lead" as const, value: { workspaceId: "", externalId: "b1", email: "b1@example.com", clickId: "k1", eventId: "e1", timestamp: ts("2026-01-06T00:00:00Z") } } },
+      { event: { case: "sale" as const, value: { workspaceId: "", externalId: "b1", amount: 10n, currency: "USD", invoiceId: "s1", timestamp: ts("2026-01-07T00:00:00Z") } } },
+      { event: { case: "sale" as const, value: { workspaceId: "", externalId: "b1", amount: 10n, currency: "USD", invoiceId: "s1", timestamp: ts("2026-01-07T00:00:00Z") } } },
+      { event: { case: "sale" as const, value: { workspaceId: "", externalId: "b1", amount: 10n, currency: "GBP", invoiceId: "s2" } } },
+    ];
+    const res = await a.trackBatch({ workspaceId: ws, events: events as never });
+    expect(res.results.map((r) => r.duplicate)).toEqual([false, false, false, true, false]);
+    expect(res.results[4]!.error).toMatch(/currency/);
+    expect(res.results[3]!.eventId).toBe(res.results[2]!.eventId);
+    const cust = res.results[1]!.customerId!;
+    const summary = await a.getJourneySummary({ workspaceId: ws, id: cust });
+    expect(summary.summary).toMatchObject({ clicks: 1n, leads: 1n, sales: 1n, revenue: 10n, timeToFirstSaleSeconds: 2n * 86400n });
+    expect((await a.scrubCustomer({ workspaceId: ws, customerId: cust })).scrubbedEvents).toBe(2n);
+    expect((await a.scrubCustomer({ workspaceId: ws, customerId: cust })).scrubbedEvents).toBe(0n);
+    const rebuilt = await a.rebuildWorkspace({ workspaceId: ws });
+    expect(rebuilt).toMatchObject({ customers: 1n, events: 3n });
+    const cohorts = await a.getCohorts({ workspaceId: ws, groupBy: "week" });
+    expect(cohorts.cohorts.map((c) => [c.cohort, c.customers, c.sales, c.revenue])).toEqual([["2026-W02", 1n, 1n, 10n]]);
+  });
+});
