@@ -1,0 +1,345 @@
+/**
+ * THE invariant: whatever the order of delivery (shuffled, batched, concurrent, replayed),
+ * every analytics answer equals a brute-force recomputation from the raw events, written here
+ * from the REST contract's definitions without calling the implementation.
+ */
+import { timestampDate, timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { AnalyticsService, CustomersService, type TrackedEvent } from "@linquid/contracts";
+import { startTestMesh, type TestMesh } from "@linquid/mesh/testing";
+import fc from "fast-check";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+// --- the model's own calendar helpers (independent of src/buckets.ts) ---------------------------
+const iso = (ms: number) => new Date(ms).toISOString();
+const month = (ms: number) => iso(ms).slice(0, 7);
+const monthNo = (ms: number) => new Date(ms).getUTCFullYear() * 12 + new Date(ms).getUTCMonth();
+function week(ms: number): string {
+  // ISO week: the week's Thursday decides the year; week 1 contains January 4th.
+  const d = new Date(ms);
+  const day = (d.getUTCDay() + 6) % 7; // Monday 0
+  const thursday = Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate() - day + 3);
+  const y = new Date(thursday).getUTCFullYear();
+  const jan4 = Date.UTC(y, 0, 4);
+  const week1Thursday = jan4 - ((new Date(jan4).getUTCDay() + 6) % 7) * 86_400_000 + 3 * 86_400_000;
+  return `${y}-W${String(Math.round((thursday - week1Thursday) / (7 * 86_400_000)) + 1).padStart(2, "0")}`;
+}
+
+type Kind = "click" | "lead" | "sale" | "custom";
+interface GenEvent {
+  kind: Kind;
+  key: string; // idempotency key (click id, event id, invoice id)
+  at: number;
+  person: number; // customer index (not for clicks)
+  clickId?: string;
+  linkId?: string;
+  campaignId?: string;
+  source?: string;
+  amount?: number;
+}
+
+const NOW = Date.now();
+const SPAN = 150 * 86_400_000;
+const links = ["lnk_a", "lnk_b", "lnk_c"];
+const campaigns = ["spring", "summer", undefined];
+const sources = ["google", "newsletter", undefined];
+
+const scenario = fc
+  .record({
+    people: fc.integer({ min: 1, max: 4 }),
+    times: fc.uniqueArray(fc.integer({ min: 0, max: SPAN / 1000 }), { minLength: 40, maxLength: 40 }),
+    clicks: fc.array(fc.record({ link: fc.nat(2), campaign: fc.nat(2), source: fc.nat(2), owner: fc.integer({ min: -1, max: 3 }) }), { maxLength: 8 }),
+    others: fc.array(
+      fc.record({ kind: fc.constantFrom<Kind>("lead", "sale", "sale", "custom"), person: fc.nat(3), click: fc.nat(7), withClick: fc.boolean(), amount: fc.nat(50_000) }),
+      { minLength: 1, maxLength: 14 },
+    ),
+    replays: fc.array(fc.nat(30), { maxLength: 5 }),
+    deletes: fc.array(fc.nat(3), { maxLength: 2 }),
+    late: fc.array(fc.record({ person: fc.nat(3), amount: fc.nat(9_000) }), { maxLength: 3 }),
+    recalc: fc.nat(3),
+    chunking: fc.array(fc.record({ size: fc.integer({ min: 1, max: 6 }), mode: fc.constantFrom("batch", "concurrent", "serial") }), { minLength: 12, maxLength: 12 }),
+    seed: fc.integer(),
+    range: fc.record({ a: fc.nat(SPAN / 1000), b: fc.nat(SPAN / 1000), dateOnly: fc.boolean() }),
+  })
+  .map((s) => {
+    const at = (i: number) => NOW - SPAN - 86_400_000 + s.times[i]! * 1000;
+    const events: GenEvent[] = [];
+    const clickOwner = new Map<string, number>();
+    s.clicks.forEach((c, i) => {
+      const clickId = `clk_${i}`;
+      if (c.owner >= 0 && c.owner < s.people) clickOwner.set(clickId, c.owner);
+      events.push({ kind: "click", key: clickId, at: at(i), person: -1, clickId, linkId: links[c.link]!, ...(campaigns[c.campaign] ? { campaignId: campaigns[c.campaign]! } : {}), ...(sources[c.source] ? { source: sources[c.source]! } : {}) });
+    });
+    s.others.forEach((o, i) => {
+      const person = o.person % s.people;
+      // An event may name only a click its person owns, so every click has one claimant.
+      const owned = [...clickOwner].filter(([, p]) => p === person).map(([c]) => c);
+      const clickId = o.withClick && owned.length > 0 ? owned[o.click % owned.length] : undefined;
+      events.push({ kind: o.kind, key: `${o.kind}_${i}`, at: at(10 + i), person, ...(clickId ? { clickId } : {}), ...(o.kind === "sale" ? { amount: o.amount } : {}) });
+    });
+    // Every claimed click is named by at least one event of its owner.
+    for (const [clickId, person] of clickOwner) {
+      if (!events.some((e) => e.clickId === clickId && e.kind !== "click")) events.push({ kind: "lead", key: `claim_${clickId}`, at: at(25 + events.length % 10), person, clickId });
+    }
+    const late = s.late.map((l, i) => ({ kind: "sale" as const, key: `late_${i}`, at: at(36 + i), person: l.person % s.people, amount: l.amount }));
+    return { ...s, events, late };
+  });
+
+function shuffle<T>(list: T[], seed: number): T[] {
+  let x = seed | 1;
+  const rnd = () => ((x = (x * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const out = [...list];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(rnd() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+interface Stored extends GenEvent {
+  customerId: string | null;
+}
+
+describe("analytics invariants", () => {
+  let mesh: TestMesh;
+  beforeAll(async () => {
+    mesh = await startTestMesh({ MESH_PLUGINS: "workspaces,customers,analytics" });
+  });
+  afterAll(async () => {
+    await mesh?.stop();
+  });
+
+  it("every answer equals a recomputation from the raw events, in any delivery order", async () => {
+    const a = mesh.host.client(AnalyticsService);
+    const customers = mesh.host.client(CustomersService);
+    await fc.assert(
+      fc.asyncProperty(scenario, async (s) => {
+        const { id: ws } = await mesh.workspace({ currency: "EUR" });
+        const ext = (p: number, gen: number) => `person_${p}_${gen}`;
+        const generation = new Map<number, number>();
+        const tracked = (e: GenEvent): TrackedEvent => {
+          const timestamp = timestampFromDate(new Date(e.at));
+          const externalId = ext(e.person, generation.get(e.person) ?? 0);
+          switch (e.kind) {
+            case "click":
+              return { event: { case: "click", value: { workspaceId: ws, clickId: e.clickId!, linkId: e.linkId!, campaignId: e.campaignId, source: e.source, timestamp } } } as never;
+            case "lead":
+              return { event: { case: "lead", value: { workspaceId: ws, externalId, eventId: e.key, clickId: e.clickId, email: `${externalId}@example.com`, timestamp } } } as never;
+            case "sale":
+              return { event: { case: "sale", value: { workspaceId: ws, externalId, invoiceId: e.key, amount: BigInt(e.amount!), currency: "EUR", clickId: e.clickId, timestamp } } } as never;
+            case "custom":
+              return { event: { case: "custom", value: { workspaceId: ws, externalId, eventName: "signup", eventId: e.key, clickId: e.clickId, timestamp } } } as never;
+          }
+        };
+        const answers = new Map<string, Array<{ eventId: string; customerId: string | undefined; duplicate: boolean }>>();
+        const record = (e: GenEvent, r: { eventId: string; customerId?: string | undefined; duplicate: boolean; error?: string | undefined }) => {
+          expect(r.error).toBeUndefined();
+          const list = answers.get(e.key) ?? [];
+          list.push({ eventId: r.eventId, customerId: r.customerId, duplicate: r.duplicate });
+          answers.set(e.key, list);
+        };
+        const single = async (e: GenEvent) => {
+          const t = tracked(e).event;
+          const r =
+            t.case === "click" ? await a.trackClick(t.value) : t.case === "lead" ? await a.trackLead(t.value) : t.case === "sale" ? await a.trackSale(t.value) : await a.trackEvent(t.value!);
+          record(e, r);
+        };
+        const deliver = async (list: GenEvent[], chunking: typeof s.chunking) => {
+          let i = 0;
+          let c = 0;
+          while (i < list.length) {
+            const { size, mode } = chunking[c++ % chunking.length]!;
+            const chunk = list.slice(i, i + size);
+            i += size;
+            if (mode === "batch") {
+              const res = await a.trackBatch({ workspaceId: ws, events: chunk.map(tracked) });
+              chunk.forEach((e, k) => record(e, res.results[k]!));
+            } else if (mode === "concurrent") await Promise.all(chunk.map(single));
+            else for (const e of chunk) await single(e);
+          }
+        };
+
+        // Phase 1: everything, shuffled, with replays of idempotency keys mixed in.
+        const replays = s.replays.map((r) => s.events[r % s.events.length]!);
+        const order = shuffle([...s.events, ...replays], s.seed);
+        const half = Math.floor(order.length / 2);
+        await deliver(order.slice(0, half), s.chunking);
+        // A recalculation in between must change nothing.
+        const someone = [...answers.values()].flat().find((x) => x.customerId !== undefined)?.customerId;
+        if (someone !== undefined) {
+          const recalc = await a.recalculateLtv({ workspaceId: ws, id: someone });
+          expect(recalc.after).toEqual(recalc.before);
+        }
+        await deliver(order.slice(half), s.chunking.slice(3));
+
+        // Each key: counted once, same eventId and customer on every replay, exactly one first answer.
+        const stored: Stored[] = [];
+        for (const e of s.events) {
+          const list = answers.get(e.key)!;
+          expect(list.filter((x) => !x.duplicate)).toHaveLength(1);
+          expect(new Set(list.map((x) => x.eventId)).size).toBe(1);
+          expect(new Set(list.map((x) => x.customerId)).size).toBe(1);
+          stored.push({ ...e, customerId: list[0]!.customerId ?? null });
+        }
+
+        // Phase 2: delete some customers; their externalIds then start new customers.
+        const deleted = new Set<string>();
+        for (const p of new Set(s.deletes.map((d) => d % s.people))) {
+          const id = stored.find((e) => e.person === p)?.customerId;
+          if (id === undefined || id === null) continue;
+          await customers.deleteCustomer({ workspaceId: ws, id });
+          deleted.add(id);
+          generation.set(p, 1);
+        }
+        await deliver(s.late, s.chunking);
+        for (const e of s.late) {
+          const list = answers.get(e.key)!;
+          stored.push({ ...e, customerId: list[0]!.customerId ?? null });
+          if (deleted.size > 0 && list[0]!.customerId !== undefined) {
+            const before = stored.find((x) => x.person === e.person && x !== stored[stored.length - 1])?.customerId;
+            if (before !== undefined && deleted.has(before!)) expect(list[0]!.customerId).not.toBe(before);
+          }
+        }
+        if (s.recalc % 2 === 0) {
+          const live = stored.find((e) => e.customerId !== null && !deleted.has(e.customerId))?.customerId;
+          if (live) await a.recalculateLtv({ workspaceId: ws, id: live });
+        }
+
+        // --- brute force -------------------------------------------------------------------
+        const owner = new Map<string, string>();
+        for (const e of stored) if (e.kind !== "click" && e.clickId !== undefined) owner.set(e.clickId, e.customerId!);
+        const touchesOf = new Map<string, Stored[]>();
+        for (const e of stored) {
+          const c = e.kind === "click" ? owner.get(e.clickId!) : e.customerId!;
+          if (c === undefined) continue;
+          touchesOf.set(c, [...(touchesOf.get(c) ?? []), e]);
+        }
+        for (const list of touchesOf.values()) list.sort((x, y) => x.at - y.at);
+        const model = [...touchesOf].map(([id, t]) => {
+          const clicks = t.filter((e) => e.kind === "click");
+          const sales = t.filter((e) => e.kind === "sale");
+          return {
+            id,
+            first: t[0]!,
+            last: t[t.length - 1]!,
+            firstClick: clicks[0],
+            clicks,
+            leads: t.filter((e) => e.kind === "lead").length,
+            sales,
+            customs: t.filter((e) => e.kind === "custom").length,
+            revenue: sales.reduce((n, e) => n + e.amount!, 0),
+            touches: t,
+          };
+        });
+        const cohortsModel = (by: string, lo = -Infinity, hi = Infinity) => {
+          const m = new Map<string | null, { customers: number; leads: number; sales: number; revenue: number; withSale: number }>();
+          for (const c of model) {
+            if (c.first.at < lo || c.first.at > hi) continue;
+            const key = by === "week" ? week(c.first.at) : by === "month" ? month(c.first.at) : by === "campaign" ? (c.firstClick?.campaignId ?? null) : (c.firstClick?.source ?? null);
+            const r = m.get(key) ?? { customers: 0, leads: 0, sales: 0, revenue: 0, withSale: 0 };
+            m.set(key, { customers: r.customers + 1, leads: r.leads + c.leads, sales: r.sales + c.sales.length, revenue: r.revenue + c.revenue, withSale: r.withSale + (c.sales.length > 0 ? 1 : 0) });
+          }
+          return [...m]
+            .sort(([x], [y]) => (x === y ? 0 : x === null ? 1 : y === null ? -1 : x < y ? -1 : 1))
+            .map(([cohort, r]) => ({ cohort: cohort ?? undefined, customers: BigInt(r.customers), leads: BigInt(r.leads), sales: BigInt(r.sales), revenue: BigInt(r.revenue), conversionRate: r.withSale / r.customers }));
+        };
+        const plain = (rows: Array<{ cohort?: string | undefined; customers: bigint; leads: bigint; sales: bigint; revenue: bigint; conversionRate: number }>) =>
+          rows.map((r) => ({ cohort: r.cohort, customers: r.customers, leads: r.leads, sales: r.sales, revenue: r.revenue, conversionRate: r.conversionRate }));
+
+        // Cohorts, every grouping, with and without a range.
+        const lo = NOW - SPAN - 86_400_000 + Math.min(s.range.a, s.range.b) * 1000;
+        const hi = NOW - SPAN - 86_400_000 + Math.max(s.range.a, s.range.b) * 1000;
+        const start = s.range.dateOnly ? iso(lo).slice(0, 10) : iso(lo);
+        const end = s.range.dateOnly ? iso(hi).slice(0, 10) : iso(hi);
+        const loMs = Date.parse(s.range.dateOnly ? `${start}T00:00:00Z` : start);
+        const hiMs = s.range.dateOnly ? Date.parse(`${end}T00:00:00Z`) + 86_400_000 - 1 : Date.parse(end);
+        for (const by of ["week", "month", "campaign", "source"]) {
+          expect(plain((await a.getCohorts({ workspaceId: ws, groupBy: by })).cohorts), `cohorts ${by}`).toEqual(cohortsModel(by));
+          expect(plain((await a.getCohorts({ workspaceId: ws, groupBy: by, start, end })).cohorts), `cohorts ${by} ${start}..${end}`).toEqual(cohortsModel(by, loMs, hiMs));
+        }
+        expect(plain((await a.getCohorts({ workspaceId: ws, start })).cohorts)).toEqual(cohortsModel("week", loMs));
+
+        // LTV cohorts.
+        const months = 7;
+        const cur = monthNo(Date.now());
+        const ltv = (await a.getLtvCohorts({ workspaceId: ws, months })).cohorts;
+        const expected = Array.from({ length: months }, (_, i) => {
+          const idx = cur - months + 1 + i;
+          const members = model.filter((c) => monthNo(c.first.at) === idx);
+          const revenue = Array.from({ length: months - i }, (_, k) =>
+            members.reduce((n, c) => n + c.sales.filter((e) => monthNo(e.at) - idx === k).reduce((x, e) => x + e.amount!, 0), 0),
+          );
+          const cumulative = revenue.map((_, k) => revenue.slice(0, k + 1).reduce((x, y) => x + y, 0));
+          return {
+            cohort: `${Math.floor(idx / 12)}-${String((idx % 12) + 1).padStart(2, "0")}`,
+            customers: BigInt(members.length),
+            revenue: revenue.map(BigInt),
+            cumulativeRevenue: cumulative.map(BigInt),
+            ltv: cumulative.map((x) => (members.length === 0 ? 0 : x / members.length)),
+          };
+        });
+        expect(ltv.map((r) => ({ cohort: r.cohort, customers: r.customers, revenue: r.revenue, cumulativeRevenue: r.cumulativeRevenue, ltv: r.ltv }))).toEqual(expected);
+
+        // Per customer: journey, summary, attribution, stats; deleted ones answer NotFound.
+        const ts = (t: Timestamp | undefined) => (t === undefined ? undefined : timestampDate(t).getTime());
+        for (const c of model) {
+          if (deleted.has(c.id)) {
+            for (const call of [() => a.getJourney({ workspaceId: ws, id: c.id }), () => a.getAttribution({ workspaceId: ws, id: c.id })]) {
+              const err = await call().then(() => undefined, (e: unknown) => ConnectError.from(e));
+              expect(err?.code).toBe(Code.NotFound);
+            }
+            continue;
+          }
+          const journey = await a.getJourney({ workspaceId: ws, id: c.id, limit: 3, page: 2 });
+          expect(journey.pagination?.total).toBe(BigInt(c.touches.length));
+          expect(journey.touchpoints.map((t) => [t.type, ts(t.timestamp), t.clickId, t.linkId, t.amount])).toEqual(
+            c.touches.slice(3, 6).map((e) => [e.kind, e.at, e.clickId, e.linkId, e.amount === undefined ? undefined : BigInt(e.amount)]),
+          );
+          const inRange = c.touches.filter((e) => e.at >= loMs && e.at <= hiMs);
+          const ranged = await a.getJourney({ workspaceId: ws, id: c.id, start, end, limit: 1000 });
+          expect(ranged.touchpoints.map((t) => ts(t.timestamp))).toEqual(inRange.map((e) => e.at));
+          const summary = (await a.getJourneySummary({ workspaceId: ws, id: c.id })).summary!;
+          const firstSale = c.sales[0];
+          expect({ ...summary, $typeName: undefined, firstSeenAt: ts(summary.firstSeenAt), lastSeenAt: ts(summary.lastSeenAt) }).toEqual({
+            $typeName: undefined,
+            firstSeenAt: c.first.at,
+            lastSeenAt: c.last.at,
+            clicks: BigInt(c.clicks.length),
+            leads: BigInt(c.leads),
+            sales: BigInt(c.sales.length),
+            customEvents: BigInt(c.customs),
+            revenue: BigInt(c.revenue),
+            currency: "EUR",
+            timeToFirstSaleSeconds: firstSale === undefined ? undefined : BigInt(Math.floor((firstSale.at - c.first.at) / 1000)),
+          });
+          const attr = (await a.getAttribution({ workspaceId: ws, id: c.id })).attribution!;
+          const touch = (e: Stored) => ({ type: e.kind, at: e.at, clickId: e.clickId, linkId: e.kind === "click" ? e.linkId : undefined, campaignId: e.kind === "click" ? e.campaignId : undefined, source: e.kind === "click" ? e.source : undefined });
+          const got = (t: typeof attr.firstTouch) => ({ type: t!.type, at: ts(t!.timestamp), clickId: t!.clickId, linkId: t!.linkId, campaignId: t!.campaignId, source: t!.source });
+          expect(got(attr.firstTouch)).toEqual(touch(c.first));
+          expect(got(attr.lastTouch)).toEqual(touch(c.last));
+          const counts = (field: "linkId" | "campaignId" | "source") => {
+            const m = new Map<string, number[]>();
+            for (const e of c.clicks) if (e[field] !== undefined) m.set(e[field]!, [...(m.get(e[field]!) ?? []), e.at]);
+            return [...m]
+              .map(([id, ats]) => ({ id, touches: BigInt(ats.length), firstAt: Math.min(...ats), lastAt: Math.max(...ats) }))
+              .sort((x, y) => Number(y.touches - x.touches) || (x.id < y.id ? -1 : 1));
+          };
+          const gotCounts = (list: typeof attr.links) => list.map((t) => ({ id: t.id, touches: t.touches, firstAt: ts(t.firstAt), lastAt: ts(t.lastAt) }));
+          expect(gotCounts(attr.links)).toEqual(counts("linkId"));
+          expect(gotCounts(attr.campaigns)).toEqual(counts("campaignId"));
+          expect(gotCounts(attr.sources)).toEqual(counts("source"));
+          const stats = (await customers.getCustomer({ workspaceId: ws, id: c.id })).customer!.stats!;
+          expect({ leads: stats.leads, sales: stats.sales, revenue: stats.revenue, currency: stats.currency, first: ts(stats.firstSeenAt), last: ts(stats.lastSeenAt) }).toEqual({
+            leads: BigInt(c.leads),
+            sales: BigInt(c.sales.length),
+            revenue: BigInt(c.revenue),
+            currency: "EUR",
+            first: c.first.at,
+            last: c.last.at,
+          });
+        }
+      }),
+      { numRuns: 20, endOnFailure: true },
+    );
+  }, 180_000);
+});
