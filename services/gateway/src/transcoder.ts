@@ -335,39 +335,49 @@ function number64(v: JsonValue): JsonValue {
   return typeof v === "string" && /^-?\d+$/.test(v) ? Number(v) : v;
 }
 
-/** Rewrites protobuf JSON (`toJson` with implicit fields emitted) into the REST shape, in place. */
+/**
+ * Rewrites protobuf JSON (`toJson` with implicit fields emitted) into the REST shape: every
+ * declared field present, in declaration order (unset → null, [] or {}), 64-bit integers as numbers.
+ */
 function shape(desc: DescMessage, json: Record<string, JsonValue>): Record<string, JsonValue> {
+  const out: Record<string, JsonValue> = {};
   for (const field of desc.fields) {
     const key = field.jsonName;
     const v = json[key];
     if (v === undefined || v === null) {
-      json[key] = field.fieldKind === "list" ? [] : field.fieldKind === "map" ? {} : null;
+      out[key] = field.fieldKind === "list" ? [] : field.fieldKind === "map" ? {} : null;
       continue;
     }
     switch (field.fieldKind) {
       case "scalar":
-        if (int64Field(field)) json[key] = number64(v);
+        out[key] = int64Field(field) ? number64(v) : v;
         break;
       case "list":
-        if (Array.isArray(v)) {
-          if (int64Field(field)) json[key] = v.map(number64);
-          else if (field.listKind === "message" && !isWellKnown(field.message)) v.forEach((e) => shape(field.message, e as Record<string, JsonValue>));
-        }
+        out[key] = !Array.isArray(v)
+          ? v
+          : int64Field(field)
+            ? v.map(number64)
+            : field.listKind === "message" && !isWellKnown(field.message)
+              ? v.map((e) => shape(field.message, e as Record<string, JsonValue>))
+              : v;
         break;
-      case "map":
+      case "map": {
+        const m: Record<string, JsonValue> = {};
         for (const [k, e] of Object.entries(v as Record<string, JsonValue>)) {
-          if (int64Field(field)) (v as Record<string, JsonValue>)[k] = number64(e);
-          else if (field.mapKind === "message" && !isWellKnown(field.message)) shape(field.message, e as Record<string, JsonValue>);
+          m[k] = int64Field(field) ? number64(e) : field.mapKind === "message" && !isWellKnown(field.message) ? shape(field.message, e as Record<string, JsonValue>) : e;
         }
+        out[key] = m;
         break;
+      }
       case "message":
-        if (!isWellKnown(field.message)) shape(field.message, v as Record<string, JsonValue>);
+        out[key] = isWellKnown(field.message) ? v : shape(field.message, v as Record<string, JsonValue>);
         break;
       case "enum":
+        out[key] = v;
         break;
     }
   }
-  return json;
+  return out;
 }
 
 /** The REST JSON of a message. */
