@@ -1,0 +1,115 @@
+/**
+ * The analytics routes through the real gateway: tracking answers, snapshot caching with
+ * read-your-writes, running without Redis, and an analytics outage that the API survives.
+ */
+import { freePort } from "@linquid/mesh";
+import { startTestMesh, type TestMesh } from "@linquid/mesh/testing";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+describe("analytics over REST", () => {
+  let mesh: TestMesh;
+  beforeAll(async () => {
+    mesh = await startTestMesh();
+  });
+  afterAll(async () => {
+    await mesh?.stop();
+  });
+
+  it("answers /track/* with eventId, customerId and duplicate", async () => {
+    const { key } = await mesh.workspace({ currency: "USD" });
+    const click = await mesh.request("POST", "/track/click", { key, body: { clickId: "c1", linkId: "l1", campaignId: "spring", timestamp: "2026-03-01T10:00:00Z" } });
+    expect(click.status).toBe(200);
+    expect(click.body).toEqual({ success: true, data: { eventId: expect.stringMatching(/^evt_/), customerId: null, duplicate: false } });
+    const lead = await mesh.request("POST", "/track/lead", { key, body: { externalId: "u1", clickId: "c1", eventId: "e1", timestamp: "2026-03-02T10:00:00Z" } });
+    expect(lead.body.data).toMatchObject({ customerId: expect.stringMatching(/^cus_/), duplicate: false });
+    const again = await mesh.request("POST", "/track/lead", { key, body: { externalId: "u1", eventId: "e1", timestamp: "2026-03-02T10:00:00Z" } });
+    expect(again.body.data).toEqual({ ...lead.body.data, duplicate: true });
+    const sale = await mesh.request("POST", "/track/sale", { key, body: { externalId: "u1", amount: 1999, currency: "USD", invoiceId: "i1" } });
+    expect(sale.body.data.customerId).toBe(lead.body.data.customerId);
+    const eur = await mesh.request("POST", "/track/sale", { key, body: { externalId: "u1", amount: 5, currency: "EUR", invoiceId: "i2" } });
+    expect(eur.status).toBe(400);
+    expect(eur.body.error.code).toBe("VALIDATION_ERROR");
+    const bad = await mesh.request("GET", "/customers/cohorts?group_by=year", { key });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.details).toEqual([expect.objectContaining({ field: "group_by" })]);
+    const attribution = await mesh.request("GET", "/customers/ext_u1/attribution", { key });
+    expect(attribution.body.data.firstTouch).toMatchObject({ type: "click", clickId: "c1", campaignId: "spring" });
+    const summary = await mesh.request("GET", "/customers/ext_u1/journey?summary=true", { key });
+    expect(summary.body.data).toMatchObject({ clicks: 1, leads: 1, sales: 1, revenue: 1999, currency: "USD" });
+  });
+
+  it("caches reads and makes the next read fresh after a track call", async () => {
+    const { key } = await mesh.workspace({ currency: "USD" });
+    await mesh.request("POST", "/track/sale", { key, body: { externalId: "u1", amount: 100, currency: "USD", invoiceId: "a", timestamp: "2026-01-10T00:00:00Z" } });
+    const first = await mesh.request("GET", "/customers/cohorts?group_by=month", { key });
+    expect(first.headers.get("x-cache")).toBe("MISS");
+    const second = await mesh.request("GET", "/customers/cohorts?group_by=month", { key });
+    expect(second.headers.get("x-cache")).toBe("HIT");
+    expect(second.body).toEqual(first.body);
+    await mesh.request("POST", "/track/sale", { key, body: { externalId: "u1", amount: 50, currency: "USD", invoiceId: "b", timestamp: "2026-01-11T00:00:00Z" } });
+    const third = await mesh.request("GET", "/customers/cohorts?group_by=month", { key });
+    expect(third.body.data).toEqual([{ cohort: "2026-01", customers: 1, leads: 0, sales: 2, revenue: 150, conversionRate: 1 }]);
+  });
+});
+
+describe("analytics over REST without Redis", () => {
+  let mesh: TestMesh;
+  beforeAll(async () => {
+    mesh = await startTestMesh({ REDIS_URL: `redis://127.0.0.1:${await freePort()}` });
+  });
+  afterAll(async () => {
+    await mesh?.stop();
+  });
+
+  it("still answers correctly, uncached", async () => {
+    const { key } = await mesh.workspace({ currency: "USD" });
+    await mesh.request("POST", "/track/sale", { key, body: { externalId: "u1", amount: 100, currency: "USD", invoiceId: "a", timestamp: "2026-01-10T00:00:00Z" } });
+    for (let i = 0; i < 2; i++) {
+      const r = await mesh.request("GET", "/customers/cohorts?group_by=week", { key });
+      expect(r.status).toBe(200);
+      expect(r.headers.get("x-cache")).not.toBe("HIT");
+      expect(r.body.data).toEqual([{ cohort: "2026-W02", customers: 1, leads: 0, sales: 1, revenue: 100, conversionRate: 1 }]);
+    }
+  });
+});
+
+describe("analytics outage", () => {
+  let main: TestMesh;
+  let analytics: TestMesh | undefined;
+  let port: number;
+  const prefix = `tout${Date.now().toString(36)}`;
+  const startAnalytics = () =>
+    startTestMesh({ MESH_PLUGINS: "analytics", GRPC_PORT: String(port), MONGODB_DB_PREFIX: prefix, CUSTOMERS_ADDR: main.host.grpcUrl!, WORKSPACES_ADDR: main.host.grpcUrl! });
+  beforeAll(async () => {
+    port = await freePort();
+    main = await startTestMesh({ MESH_PLUGINS: "workspaces,customers,gateway", ANALYTICS_ADDR: `http://127.0.0.1:${port}`, CACHE_TTL_SECONDS: "0" });
+    analytics = await startAnalytics();
+  });
+  afterAll(async () => {
+    await analytics?.stop();
+    await main?.stop();
+  });
+
+  it("answers 503 on analytics routes while customers keep working, and recovers without restart", async () => {
+    const { key } = await main.workspace({ currency: "USD" });
+    const ok = await main.request("POST", "/track/lead", { key, body: { externalId: "u1", eventId: "e1" } });
+    expect(ok.status).toBe(200);
+    await analytics!.stop();
+    analytics = undefined;
+    const down = await main.request("GET", "/customers/cohorts", { key });
+    expect(down.status).toBe(503);
+    expect(down.body.error.code).toBe("SERVICE_UNAVAILABLE");
+    expect((await main.request("POST", "/track/click", { key, body: { clickId: "c", linkId: "l" } })).status).toBe(503);
+    const list = await main.request("GET", "/customers", { key });
+    expect(list.status).toBe(200);
+    expect(list.body.data.map((c: { externalId: string }) => c.externalId)).toEqual(["u1"]);
+    analytics = await startAnalytics();
+    let back = await main.request("GET", "/customers/cohorts", { key });
+    for (let i = 0; i < 50 && back.status !== 200; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      back = await main.request("GET", "/customers/cohorts", { key });
+    }
+    expect(back.status).toBe(200);
+    expect(back.body.data).toEqual([expect.objectContaining({ customers: 1, leads: 1 })]);
+  });
+});
