@@ -96,3 +96,29 @@ describe("analytics tracking and reads", () => {
     expect(cohorts.cohorts.map((c) => [c.cohort, c.customers, c.sales, c.revenue])).toEqual([["2026-W02", 1n, 1n, 10n]]);
   });
 });
+
+describe("analytics with the customers service unreachable", () => {
+  let mesh: TestMesh;
+  beforeAll(async () => {
+    const { freePort } = await import("@linquid/mesh");
+    mesh = await startTestMesh({ MESH_PLUGINS: "workspaces,analytics", CUSTOMERS_ADDR: `http://127.0.0.1:${await freePort()}` });
+  });
+  afterAll(async () => {
+    await mesh?.stop();
+  });
+
+  it("answers Unavailable for events needing a customer and writes nothing for them", async () => {
+    const { id: ws } = await mesh.workspace({ currency: "USD" });
+    const a = mesh.host.client(AnalyticsService);
+    await a.trackClick({ workspaceId: ws, clickId: "c1", linkId: "l1" });
+    const err = await a.trackLead({ workspaceId: ws, externalId: "u1", clickId: "c1", eventId: "e1" }).catch((e: unknown) => ConnectError.from(e));
+    expect((err as ConnectError).code).toBe(Code.Unavailable);
+    const batch = await a
+      .trackBatch({ workspaceId: ws, events: [{ event: { case: "sale", value: { workspaceId: ws, externalId: "u1", amount: 1n, currency: "USD", invoiceId: "i1" } } }] as never })
+      .catch((e: unknown) => ConnectError.from(e));
+    expect((batch as ConnectError).code).toBe(Code.Unavailable);
+    // Only the click is stored, and nobody claimed it.
+    expect(await a.rebuildWorkspace({ workspaceId: ws })).toMatchObject({ events: 1n, customers: 0n });
+    expect((await a.getCohorts({ workspaceId: ws })).cohorts).toEqual([]);
+  });
+});
