@@ -18,8 +18,8 @@ afterAll(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-function runMain(env: Record<string, string>) {
-  const child = spawn(node, ["--import", "tsx", "services/mesh/src/main.ts"], {
+function runMain(env: Record<string, string>, command: string[] = [node, "--import", "tsx", "services/mesh/src/main.ts"]) {
+  const child = spawn(command[0]!, command.slice(1), {
     env: { PATH: process.env["PATH"] ?? "", HOME: process.env["HOME"] ?? "/tmp", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -61,43 +61,47 @@ describe("mesh process", () => {
     expect(run.stderr().trim().split("\n").at(-1)).toMatch(/^linquid: configuration error: MONGODB_URI: cannot reach the database/);
   });
 
-  it("starts embedded FerretDB and redis-server, serves health, and leaves nothing running after SIGTERM", async () => {
+  it("starts embedded FerretDB and redis-server under `npm start`, serves health, leaves nothing running after SIGTERM, and restarts on its data", async () => {
     const dataDir = mkdtempSync(join(tmpdir(), "linquid-proc-"));
     dirs.push(dataDir);
     const grpcPort = await freePort();
-    const run = runMain({
-      MESH_PLUGINS: "workspaces,customers,analytics,gateway",
+    const env = {
       DATA_DIR: dataDir,
       GRPC_PORT: String(grpcPort),
       PORT: "0",
       FERRETDB_BIN: inject("ferretdbBin"),
       REDIS_SERVER_BIN: inject("redisServerBin"),
       LOG_LEVEL: "info",
-    });
-    const deadline = Date.now() + 30_000;
-    while (!run.stderr().includes('"msg":"mesh started"')) {
-      if (Date.now() > deadline || run.child.exitCode !== null) throw new Error(`mesh did not start: ${run.stderr()}`);
-      await new Promise((r) => setTimeout(r, 100));
+    };
+    for (const round of [1, 2]) {
+      const run = runMain(env, ["npm", "start"]);
+      const deadline = Date.now() + 30_000;
+      while (!run.stderr().includes('"msg":"mesh started"')) {
+        if (Date.now() > deadline || run.child.exitCode !== null) throw new Error(`mesh did not start (round ${round}): ${run.stderr()}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const logs = run
+        .stderr()
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      const childPids = logs.filter((l) => typeof l["pid"] === "number").map((l) => l["pid"] as number);
+      expect(childPids).toHaveLength(2); // FerretDB and redis-server
+
+      const health = createClient(Health, createGrpcTransport({ baseUrl: `http://127.0.0.1:${grpcPort}` }));
+      const services = (await health.list({})).statuses;
+      expect(Object.keys(services).sort()).toEqual(
+        ["", "linquid.analytics.v1.AnalyticsService", "linquid.customers.v1.CustomersService", "linquid.workspaces.v1.WorkspacesService"].sort(),
+      );
+      for (const s of Object.values(services)) expect(s.status).toBe(Status.SERVING);
+
+      const started = Date.now();
+      run.child.kill("SIGTERM"); // npm forwards it to the mesh
+      await run.exited;
+      for (let i = 0; i < 100 && childPids.some(alive); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(Date.now() - started).toBeLessThan(10_000);
+      for (const pid of childPids) expect(alive(pid)).toBe(false);
+      expect(run.stderr()).toContain('"msg":"stopped"');
     }
-    const logs = run
-      .stderr()
-      .trim()
-      .split("\n")
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
-    const childPids = logs.filter((l) => typeof l["pid"] === "number").map((l) => l["pid"] as number);
-    expect(childPids).toHaveLength(2); // FerretDB and redis-server
-
-    const health = createClient(Health, createGrpcTransport({ baseUrl: `http://127.0.0.1:${grpcPort}` }));
-    const services = (await health.list({})).statuses;
-    expect(Object.keys(services).sort()).toEqual(
-      ["", "linquid.analytics.v1.AnalyticsService", "linquid.customers.v1.CustomersService", "linquid.workspaces.v1.WorkspacesService"].sort(),
-    );
-    for (const s of Object.values(services)) expect(s.status).toBe(Status.SERVING);
-
-    const started = Date.now();
-    run.child.kill("SIGTERM");
-    expect(await run.exited).toBe(0);
-    expect(Date.now() - started).toBeLessThan(10_000);
-    for (const pid of childPids) expect(alive(pid)).toBe(false);
   });
 });
