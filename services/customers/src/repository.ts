@@ -9,7 +9,8 @@
  *
  * `customer_keys`: one identity key per (workspace, externalId), `_id` = `${workspaceId}:${externalId}`
  * → `{customerId, token, at}`. The unique `_id` is the uniqueness guard: no read-then-write on the
- * customers collection, no partial index, and `_id` equality is the fast path on FerretDB.
+ * customers collection, no partial index, and `_id` equality is the one query FerretDB v1 hands to
+ * SQLite (everything else is decoded and filtered document by document), so its cheapest path.
  *
  * Identity protocol (no transactions, so every step is one conditional single-document write):
  * - A key is VALID when its customer is live, in the key's workspace, and has the key's
@@ -18,7 +19,9 @@
  *   is conditional on the token read (`{_id, token}`), so two writers never both win.
  * - Creating: claim the key for a new id, then insert the customer. Renaming: read the customer
  *   (rev r), claim the new key for it, then update it conditional on rev r, then delete the old
- *   key conditional on its token. So a live customer with externalId e always has key e.
+ *   key conditional on its token. So a live customer with externalId e always has key e. A claim
+ *   whose rename then loses is never deleted by its writer (by then another rename of the same
+ *   customer may have re-tokened and committed it); it is reused on retry or, stale, taken over.
  * - A key whose customer is missing or has another externalId may belong to a write in flight;
  *   while the key is younger than `keyGraceMs`, others wait and re-read. Older, it is taken over,
  *   but first the in-flight write is fenced off for good: a missing customer id is "poisoned"
@@ -41,7 +44,7 @@ import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { dbCall, newId } from "@linquid/mesh";
+import { dbCall, ensureIndexes, newId } from "@linquid/mesh";
 import type { Collection, Db, Filter, UpdateFilter } from "mongodb";
 import { withDocLock } from "./doc-locks.js";
 import { identityKeyId } from "./identity.js";
@@ -155,15 +158,13 @@ export class MongoCustomersRepository implements CustomersRepository, ScrubRepos
 
   /** The indexes MongoDB needs for each query shape (FerretDB accepts and ignores them). */
   async ensureIndexes(): Promise<void> {
-    await dbCall("customers", "createIndexes", () =>
-      this.customers.createIndexes([
-        // list/count/search of live customers, either sort order (walked backwards for desc)
-        { key: { workspaceId: 1, deletedAt: 1, createdAt: 1, _id: 1 }, name: "workspace_live_created" },
-        // the scrub sweeper
-        { key: { scrubPending: 1 }, name: "scrub_pending" },
-      ]),
-    );
-    await dbCall("customer_keys", "createIndexes", () => this.keys.createIndexes([{ key: { customerId: 1 }, name: "customer" }]));
+    await ensureIndexes(this.customers, [
+      // list/count/search of live customers, either sort order (walked backwards for desc)
+      { key: { workspaceId: 1, deletedAt: 1, createdAt: 1, _id: 1 }, name: "workspace_live_created" },
+      // the scrub sweeper
+      { key: { scrubPending: 1 }, name: "scrub_pending" },
+    ]);
+    await ensureIndexes(this.keys, [{ key: { customerId: 1 }, name: "customer" }]);
   }
 
   async findLive(workspaceId: string, customerId: string): Promise<CustomerDoc | null> {

@@ -3,7 +3,9 @@
  * the leftover identity keys go and `scrubPending` is cleared. A delete tries this at once;
  * when analytics cannot be reached the delete still succeeds (it is recorded) and this sweeper
  * retries every few seconds until it is done. It looks for pending work after a failure of its
- * own, at start (work a crashed process left) and every `fullScanMs` (work another replica left).
+ * own (every `intervalMs`), at start (work a crashed process left) and every `fullScanMs` (work
+ * another replica left). The look-up is indexed on MongoDB but a collection scan on FerretDB,
+ * hence the long default for the periodic one.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "@linquid/mesh";
@@ -45,7 +47,7 @@ export class ScrubSweeper implements Scrubber {
     options: ScrubSweeperOptions = {},
   ) {
     this.intervalMs = options.intervalMs ?? 3000;
-    this.fullScanMs = options.fullScanMs ?? 60_000;
+    this.fullScanMs = options.fullScanMs ?? 300_000;
     this.callTimeoutMs = options.callTimeoutMs ?? 3000;
     this.batchSize = options.batchSize ?? 100;
   }
