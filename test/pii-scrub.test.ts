@@ -22,7 +22,7 @@ async function allRedis(redis: Redis): Promise<string> {
   let dump = "";
   let cursor = "0";
   do {
-    const [next, keys] = await redis.scan(cursor, "COUNT", 1000);
+    const [next, keys] = await redis.scan(cursor, "COUNT", "1000");
     cursor = next;
     for (const key of keys) {
       dump += key;

@@ -35,7 +35,7 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
   const record = (rpc: string, workspaceId: string, ctx: HandlerContext) => {
     calls.push({ rpc, workspaceId, headers: Object.fromEntries(ctx.requestHeader) });
     const code = failures.get(rpc);
-    if (code !== undefined) throw new ConnectError(`${rpc} failed at 10.1.2.3:27017`, code);
+    if (code !== undefined) throw new ConnectError(`${rpc} failed at mongo-internal.example:27017`, code);
   };
   const mustFind = (ws: string, id: string) => {
     const c = find(ws, id);
