@@ -31,7 +31,7 @@ async function allRedis(redis: Redis): Promise<string> {
       else if (type === "hash") dump += JSON.stringify(await redis.hgetall(key));
       else if (type === "list") dump += JSON.stringify(await redis.lrange(key, 0, -1));
       else if (type === "set") dump += JSON.stringify(await redis.smembers(key));
-      else if (type === "zset") dump += JSON.stringify(await redis.zrange(key, 0, -1));
+      else if (type === "zset") dump += JSON.stringify(await redis.zrange(key, "0", "-1"));
     }
   } while (cursor !== "0");
   return dump;
