@@ -12,9 +12,10 @@
  * FerretDB's SQLite backend pushes only `_id` equality down to SQL; identity keys and
  * rollup cells therefore use deterministic `_id`s, which is also the fastest path on MongoDB.
  */
-import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import { SpanKind, trace } from "@opentelemetry/api";
 import { MongoClient, type Collection, type Db, type Document, type IndexDescription } from "mongodb";
 import { fromMongoError } from "./errors.js";
+import { inSpan } from "./spans.js";
 
 const tracer = trace.getTracer("linquid.mongodb");
 
@@ -44,21 +45,12 @@ export function pluginDb(client: MongoClient, prefix: string, plugin: string): D
  * translating driver errors to ConnectErrors (see errors.ts).
  */
 export async function dbCall<T>(collection: string, operation: string, fn: () => Promise<T>): Promise<T> {
-  return tracer.startActiveSpan(
-    `mongodb.${operation} ${collection}`,
-    { kind: SpanKind.CLIENT, attributes: { "db.system": "mongodb", "db.collection.name": collection, "db.operation.name": operation } },
-    async (span) => {
-      try {
-        return await fn();
-      } catch (err) {
-        span.recordException(err as Error);
-        span.setStatus({ code: SpanStatusCode.ERROR });
-        throw fromMongoError(err, `${collection}.${operation}`);
-      } finally {
-        span.end();
-      }
-    },
-  );
+  const attributes = { "db.system": "mongodb", "db.collection.name": collection, "db.operation.name": operation };
+  try {
+    return await inSpan(tracer, `mongodb.${operation} ${collection}`, { kind: SpanKind.CLIENT, attributes }, fn);
+  } catch (err) {
+    throw fromMongoError(err, `${collection}.${operation}`);
+  }
 }
 
 /**

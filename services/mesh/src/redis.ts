@@ -3,9 +3,10 @@
  * live there, and every caller must keep answering (uncached, with a per-process
  * limiter) while it is down. Commands fail fast instead of queueing while disconnected.
  */
-import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import { SpanKind, trace } from "@opentelemetry/api";
 import { Redis } from "ioredis";
 import type { Logger } from "./logger.js";
+import { inSpan } from "./spans.js";
 
 const tracer = trace.getTracer("linquid.redis");
 
@@ -37,20 +38,6 @@ export function redisReady(redis: Redis | undefined): redis is Redis {
 }
 
 /** Runs one Redis call inside a client span. Errors propagate; callers decide how to degrade. */
-export async function redisCall<T>(operation: string, fn: () => Promise<T>): Promise<T> {
-  return tracer.startActiveSpan(
-    `redis.${operation}`,
-    { kind: SpanKind.CLIENT, attributes: { "db.system": "redis", "db.operation.name": operation } },
-    async (span) => {
-      try {
-        return await fn();
-      } catch (err) {
-        span.recordException(err as Error);
-        span.setStatus({ code: SpanStatusCode.ERROR });
-        throw err;
-      } finally {
-        span.end();
-      }
-    },
-  );
+export function redisCall<T>(operation: string, fn: () => Promise<T>): Promise<T> {
+  return inSpan(tracer, `redis.${operation}`, { kind: SpanKind.CLIENT, attributes: { "db.system": "redis", "db.operation.name": operation } }, fn);
 }

@@ -6,6 +6,7 @@
 import type { Interceptor } from "@connectrpc/connect";
 import { ConnectError } from "@connectrpc/connect";
 import { context, propagation, SpanKind, SpanStatusCode, trace, type Span } from "@opentelemetry/api";
+import { inSpan } from "./spans.js";
 
 const tracer = trace.getTracer("linquid.rpc");
 
@@ -22,45 +23,23 @@ function fail(span: Span, err: unknown): void {
   span.setStatus({ code: SpanStatusCode.ERROR, message: ce.rawMessage });
 }
 
+function rpcSpan(kind: SpanKind, req: { service: { typeName: string }; method: { name: string } }) {
+  return { kind, attributes: { "rpc.system": "grpc", "rpc.service": req.service.typeName, "rpc.method": req.method.name } };
+}
+
 /** Client side: opens a span per call and propagates its context in the headers. */
 export function createClientTracingInterceptor(): Interceptor {
   return (next) => (req) =>
-    tracer.startActiveSpan(
-      `${req.service.typeName}/${req.method.name}`,
-      { kind: SpanKind.CLIENT, attributes: { "rpc.system": "grpc", "rpc.service": req.service.typeName, "rpc.method": req.method.name } },
-      async (span) => {
-        propagation.inject(context.active(), req.header, headerSetter);
-        try {
-          return await next(req);
-        } catch (err) {
-          fail(span, err);
-          throw err;
-        } finally {
-          span.end();
-        }
-      },
-    );
+    inSpan(tracer, `${req.service.typeName}/${req.method.name}`, rpcSpan(SpanKind.CLIENT, req), () => {
+      propagation.inject(context.active(), req.header, headerSetter);
+      return next(req);
+    }, fail);
 }
 
 /** Server side: continues the caller's trace from the headers. */
 export function createServerTracingInterceptor(): Interceptor {
   return (next) => (req) => {
     const parent = propagation.extract(context.active(), req.header, headerGetter);
-    return context.with(parent, () =>
-      tracer.startActiveSpan(
-        `${req.service.typeName}/${req.method.name}`,
-        { kind: SpanKind.SERVER, attributes: { "rpc.system": "grpc", "rpc.service": req.service.typeName, "rpc.method": req.method.name } },
-        async (span) => {
-          try {
-            return await next(req);
-          } catch (err) {
-            fail(span, err);
-            throw err;
-          } finally {
-            span.end();
-          }
-        },
-      ),
-    );
+    return context.with(parent, () => inSpan(tracer, `${req.service.typeName}/${req.method.name}`, rpcSpan(SpanKind.SERVER, req), () => next(req), fail));
   };
 }
