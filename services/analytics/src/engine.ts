@@ -22,6 +22,7 @@
  * know which cells got their share, and logs the workspace for `RebuildWorkspace`, which
  * recomputes every total and cell from the raw events.
  */
+import { performance } from "node:perf_hooks";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { CustomersService, WorkspacesService } from "@linquid/contracts";
@@ -118,6 +119,9 @@ export class AnalyticsEngine {
 
   /** Ingests validated events of one workspace; one outcome per input, in order. */
   async ingest(ws: string, events: readonly IncomingEvent[]): Promise<TrackOutcome[]> {
+    const t0 = performance.now();
+    const phase: Record<string, number> = {};
+    const mark = (name: string) => (phase[name] = Math.round(performance.now() - t0));
     const out: Array<TrackOutcome | undefined> = new Array(events.length);
     // Sales in another currency are rejected, never mixed.
     if (events.some((e) => e.type === "sale")) {
@@ -164,6 +168,7 @@ export class AnalyticsEngine {
         else throw new ConnectError("customer stitching failed", Code.Internal, undefined, undefined, ce);
       }
     });
+    mark("stitch");
     const toStore: number[] = [];
     for (const i of live) {
       const e = events[i]!;
@@ -194,6 +199,7 @@ export class AnalyticsEngine {
     const lost = newClaims.filter((c) => !won.has(c.clickId)).map((c) => c.clickId);
     if (lost.length > 0) for (const [k, v] of await this.repo.findOwners(ws, lost)) owners.set(k, v);
 
+    mark("owners");
     // Raw events, after the marker.
     const opId = newId("op");
     const docs: EventDoc[] = toStore.map((i) => {
@@ -214,6 +220,7 @@ export class AnalyticsEngine {
       if (d.type === "click") out[i]!.customerId = null;
     });
     const fresh = docs.filter((d) => !dups.has(d._id));
+    mark("insert");
 
     const changed = await this.lock.run(ws, async () => {
       const fold: EventDoc[] = fresh.filter((d) => d.customerId !== null);
@@ -227,8 +234,14 @@ export class AnalyticsEngine {
       }
       return this.foldInto(ws, opId, fold);
     });
+    mark("fold");
     await this.repo.endOp(opId);
-    await this.pushStats(ws, changed);
+    // A single event's caller sees the customer's stats at once; batches (bulk loads) push in
+    // the background, coalesced per customer, so the customers service does not pace ingestion.
+    if (events.length === 1) await this.pushStats(ws, changed);
+    else this.queueStats(ws, changed);
+    mark("stats");
+    if (process.env["ANALYTICS_PROFILE"]) process.stderr.write(JSON.stringify({ events: events.length, customers: stitchArgs.size, ms: phase }) + "\n");
     return this.finishOutcomes(out, sameAs, events);
   }
 
@@ -341,6 +354,34 @@ export class AnalyticsEngine {
       await this.pushStats(op.workspaceId, changed);
     }
     return ops.length;
+  }
+
+  private readonly statsQueue = new Map<string, { ws: string; doc: TotalsDoc }>();
+  private draining: Promise<void> | undefined;
+
+  /** Queues stats pushes; a newer version of a queued customer replaces the older one. */
+  queueStats(ws: string, docs: readonly TotalsDoc[]): void {
+    for (const doc of docs) {
+      const key = `${ws}:${doc.customerId}`;
+      const queued = this.statsQueue.get(key);
+      if (queued === undefined || queued.doc.version < doc.version) this.statsQueue.set(key, { ws, doc });
+    }
+    if (this.statsQueue.size > 0) this.draining ??= this.drain().finally(() => (this.draining = undefined));
+  }
+
+  private async drain(): Promise<void> {
+    while (this.statsQueue.size > 0) {
+      const take = [...this.statsQueue].slice(0, 64);
+      for (const [key] of take) this.statsQueue.delete(key);
+      const byWs = new Map<string, TotalsDoc[]>();
+      for (const [, { ws, doc }] of take) byWs.set(ws, [...(byWs.get(ws) ?? []), doc]);
+      for (const [ws, docs] of byWs) await this.pushStats(ws, docs);
+    }
+  }
+
+  /** Waits until every queued stats push was sent. */
+  async flushStats(): Promise<void> {
+    while (this.draining !== undefined) await this.draining;
   }
 
   /** Pushes customers' stats; versions keep a late push from overwriting a newer one. */

@@ -16,6 +16,7 @@ const plugin: Plugin = {
   needs: { mongo: true },
   async start(ctx) {
     const repo = new AnalyticsRepository(ctx.db);
+    await repo.detectBackend();
     await repo.ensureIndexes();
     const customers = () => ctx.client(CustomersService);
     const engine = new AnalyticsEngine(repo, customers, () => ctx.client(WorkspacesService), ctx.logger);
@@ -31,6 +32,7 @@ const plugin: Plugin = {
       stop: async () => {
         clearInterval(timer);
         await sweeping;
+        await engine.flushStats();
       },
     };
   },

@@ -91,8 +91,19 @@ export class AnalyticsRepository {
   readonly dayCells: Collection<CohortCellDoc>;
   readonly ltvCells: Collection<LtvCellDoc>;
   readonly ops: Collection<OpDoc>;
+  private readonly db: Db;
+
+  /**
+   * FerretDB v1 pushes a filter down to SQL only when it is exactly `{_id: <string>}`; any other
+   * filter (a second key, `$in`) decodes every document of the collection in Go. On FerretDB the
+   * point writes therefore filter by `_id` alone and rely on the workspace write lock (one
+   * process writes a FerretDB) instead of a compare-and-set condition, and small `$in` lookups
+   * become parallel `_id` lookups. Set by `detectBackend()`.
+   */
+  private idOnly = false;
 
   constructor(db: Db) {
+    this.db = db;
     this.events = db.collection<EventDoc>("events");
     this.owners = db.collection<ClickOwnerDoc>("click_owners");
     this.totals = db.collection<TotalsDoc>("customer_totals");
@@ -100,6 +111,26 @@ export class AnalyticsRepository {
     this.dayCells = db.collection<CohortCellDoc>("cohort_day_cells");
     this.ltvCells = db.collection<LtvCellDoc>("ltv_cells");
     this.ops = db.collection<OpDoc>("ingest_ops");
+  }
+
+  /** Notes whether the database is FerretDB (see `idOnly`). */
+  async detectBackend(): Promise<void> {
+    const info = await dbCall("admin", "buildInfo", () => this.db.command({ buildInfo: 1 }));
+    this.idOnly = typeof info["ferretdbVersion"] === "string";
+  }
+
+  /** Documents by `_id`, the cheapest way the backend offers. */
+  private async byIds<T extends { _id: string }>(col: Collection<T>, ids: readonly string[]): Promise<T[]> {
+    if (ids.length === 0) return [];
+    if (this.idOnly && ids.length <= 16) {
+      const docs = await Promise.all(ids.map((id) => dbCall(col.collectionName, "findOne", () => col.findOne({ _id: id } as never))));
+      return docs.filter((d): d is NonNullable<typeof d> => d !== null) as T[];
+    }
+    const out: T[] = [];
+    for (const part of chunks(ids, 1000)) {
+      out.push(...((await dbCall(col.collectionName, "find", () => col.find({ _id: { $in: part } } as never).toArray())) as T[]));
+    }
+    return out;
   }
 
   /** The workspace-prefixed indexes MongoDB needs for each query shape; one per command. */
@@ -139,17 +170,18 @@ export class AnalyticsRepository {
     return dups;
   }
 
-  async findEvents(ids: readonly string[]): Promise<EventDoc[]> {
-    if (ids.length === 0) return [];
-    const out: EventDoc[] = [];
-    for (const part of chunks(ids, 1000)) {
-      out.push(...(await dbCall("events", "find", () => this.events.find({ _id: { $in: part } } as never).toArray())));
-    }
-    return out;
+  findEvents(ids: readonly string[]): Promise<EventDoc[]> {
+    return this.byIds(this.events as never, ids) as Promise<EventDoc[]>;
   }
 
   /** Gives an unclaimed stored click to its owner; the click as it was, or null when none was attached. */
-  attachClick(id: string, customerId: string, opId: string): Promise<EventDoc | null> {
+  async attachClick(id: string, customerId: string, opId: string): Promise<EventDoc | null> {
+    if (this.idOnly) {
+      const doc = await dbCall("events", "findOne", () => this.events.findOne({ _id: id } as never));
+      if (doc === null || doc.customerId !== null) return null;
+      await dbCall("events", "updateOne", () => this.events.updateOne({ _id: id } as never, { $set: { customerId, opId } }));
+      return { ...doc, customerId, opId };
+    }
     return dbCall("events", "findOneAndUpdate", () =>
       this.events.findOneAndUpdate({ _id: id, customerId: null } as never, { $set: { customerId, opId } }, { returnDocument: "after" }),
     );
@@ -189,12 +221,8 @@ export class AnalyticsRepository {
   // -- click owners -----------------------------------------------------------------------------
 
   async findOwners(ws: string, clickIds: readonly string[]): Promise<Map<string, string>> {
-    const out = new Map<string, string>();
-    for (const part of chunks([...new Set(clickIds)], 1000)) {
-      const docs = await dbCall("click_owners", "find", () => this.owners.find({ _id: { $in: part.map((c) => `${ws}:${c}`) } }).toArray());
-      for (const d of docs) out.set(d.clickId, d.customerId);
-    }
-    return out;
+    const docs = await this.byIds(this.owners, [...new Set(clickIds)].map((c) => `${ws}:${c}`));
+    return new Map(docs.map((d) => [d.clickId, d.customerId]));
   }
 
   /** Claims clicks for customers; a click already claimed keeps its owner. Returns the ones this call claimed. */
@@ -220,12 +248,8 @@ export class AnalyticsRepository {
   // -- totals -----------------------------------------------------------------------------------
 
   async findTotals(ws: string, customerIds: readonly string[]): Promise<Map<string, TotalsDoc>> {
-    const out = new Map<string, TotalsDoc>();
-    for (const part of chunks([...new Set(customerIds)], 1000)) {
-      const docs = await dbCall("customer_totals", "find", () => this.totals.find({ _id: { $in: part.map((c) => `${ws}:${c}`) } }).toArray());
-      for (const d of docs) out.set(d.customerId, d);
-    }
-    return out;
+    const docs = await this.byIds(this.totals, [...new Set(customerIds)].map((c) => `${ws}:${c}`));
+    return new Map(docs.map((d) => [d.customerId, d]));
   }
 
   /** Writes a totals doc if it is still at `expectedVersion` (0 = not stored yet). False on conflict. */
@@ -240,7 +264,8 @@ export class AnalyticsRepository {
       }
     }
     const { _id, ...rest } = doc;
-    const r = await dbCall("customer_totals", "replaceOne", () => this.totals.replaceOne({ _id, version: expectedVersion }, rest));
+    const filter = this.idOnly ? { _id } : { _id, version: expectedVersion };
+    const r = await dbCall("customer_totals", "replaceOne", () => this.totals.replaceOne(filter, rest));
     return r.matchedCount === 1;
   }
 
