@@ -4,7 +4,7 @@
  * (with the original kept as `cause`, never in the message).
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { MongoError, MongoNetworkError, MongoNotConnectedError, MongoServerSelectionError, MongoTopologyClosedError } from "mongodb";
+import { MongoClientClosedError, MongoError, MongoNetworkError, MongoNotConnectedError, MongoServerClosedError, MongoServerSelectionError, MongoTopologyClosedError } from "mongodb";
 
 /** True for a unique-index violation (E11000). */
 export function isDuplicateKeyError(err: unknown): boolean {
@@ -14,7 +14,8 @@ export function isDuplicateKeyError(err: unknown): boolean {
 /** True when the database cannot be reached, as opposed to a query that failed. */
 export function isUnreachableError(err: unknown): boolean {
   if (err instanceof MongoNetworkError || err instanceof MongoServerSelectionError) return true;
-  if (err instanceof MongoNotConnectedError || err instanceof MongoTopologyClosedError) return true;
+  // The closed-client errors appear while a process shuts down: the call could not be made, retry elsewhere.
+  if (err instanceof MongoNotConnectedError || err instanceof MongoTopologyClosedError || err instanceof MongoClientClosedError || err instanceof MongoServerClosedError) return true;
   if (err instanceof MongoError && typeof err.hasErrorLabel === "function") {
     return err.hasErrorLabel("ResetPool") || err.hasErrorLabel("PoolRequestedRetry");
   }
