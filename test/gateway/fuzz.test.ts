@@ -5,19 +5,18 @@
 import { WorkspacesService } from "@linquid/contracts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fuzzRequests, runFuzz } from "../../services/gateway/test/support/fuzz-requests.js";
-import { startE2eMesh, type E2eMesh } from "./e2e-mesh.js";
+import { startTestMesh, type TestMesh } from "@linquid/mesh/testing";
 
-let e2e: E2eMesh;
+let mesh: TestMesh;
 beforeAll(async () => {
-  e2e = await startE2eMesh();
+  mesh = await startTestMesh();
 });
 afterAll(async () => {
-  await e2e?.stop();
+  await mesh?.stop();
 });
 
 describe("REST fuzz end to end", () => {
   it("survives 3000 malformed requests", async () => {
-    const { mesh } = e2e;
     const good = await mesh.workspace({ plan: "pro", rateLimit: "unlimited" });
     for (const externalId of ["m1", "m2"]) await mesh.request("POST", "/customers", { key: good.key, body: { externalId, email: `${externalId}@example.com` } });
     const revoked = await mesh.workspace();

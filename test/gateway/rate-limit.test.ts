@@ -2,19 +2,18 @@
  * End to end: per-workspace request budgets, with Redis and with Redis unreachable.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startE2eMesh, type E2eMesh } from "./e2e-mesh.js";
+import { startTestMesh, type TestMesh } from "@linquid/mesh/testing";
 
 describe("rate limits end to end", () => {
-  let e2e: E2eMesh;
+  let mesh: TestMesh;
   beforeAll(async () => {
-    e2e = await startE2eMesh();
+    mesh = await startTestMesh();
   });
   afterAll(async () => {
-    await e2e?.stop();
+    await mesh?.stop();
   });
 
   it("a workspace with rateLimit 5 gets 429 with Retry-After on the 6th request; headers count down", async () => {
-    const { mesh } = e2e;
     const { key } = await mesh.workspace({ rateLimit: 5 });
     const seen: Array<[number, string | null, string | null]> = [];
     for (let i = 0; i < 5; i++) {
@@ -45,7 +44,6 @@ describe("rate limits end to end", () => {
   });
 
   it("concurrent requests never exceed the budget", async () => {
-    const { mesh } = e2e;
     const { key } = await mesh.workspace({ rateLimit: 10 });
     const statuses = await Promise.all(Array.from({ length: 30 }, () => mesh.request("GET", "/customers/count", { key }).then((r) => r.status)));
     expect(statuses.filter((s) => s === 200)).toHaveLength(10);
@@ -53,7 +51,6 @@ describe("rate limits end to end", () => {
   });
 
   it("unlimited workspaces are marked unlimited and never refused", async () => {
-    const { mesh } = e2e;
     const { key } = await mesh.workspace({ rateLimit: "unlimited" });
     for (let i = 0; i < 3; i++) {
       const r = await mesh.request("GET", "/customers/count", { key });
@@ -66,16 +63,15 @@ describe("rate limits end to end", () => {
 });
 
 describe("rate limits with Redis unreachable", () => {
-  let e2e: E2eMesh;
+  let mesh: TestMesh;
   beforeAll(async () => {
-    e2e = await startE2eMesh({ REDIS_URL: "redis://127.0.0.1:1" });
+    mesh = await startTestMesh({ REDIS_URL: "redis://127.0.0.1:1" });
   });
   afterAll(async () => {
-    await e2e?.stop();
+    await mesh?.stop();
   });
 
   it("the API still answers, uncached, and still limits per process", async () => {
-    const { mesh } = e2e;
     const { key } = await mesh.workspace({ rateLimit: 4 });
     expect((await mesh.request("POST", "/customers", { key, body: { externalId: "nr-1" } })).status).toBe(201);
     const cohorts = await mesh.request("GET", "/customers/cohorts", { key });

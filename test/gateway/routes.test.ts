@@ -6,14 +6,14 @@ import { WorkspacesService } from "@linquid/contracts";
 import { ALL_SCOPES } from "@linquid/mesh/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SAMPLE_REQUESTS } from "../../services/gateway/test/support/sample-requests.js";
-import { startE2eMesh, type E2eMesh } from "./e2e-mesh.js";
+import { startTestMesh, type TestMesh } from "@linquid/mesh/testing";
 
-let e2e: E2eMesh;
+let mesh: TestMesh;
 beforeAll(async () => {
-  e2e = await startE2eMesh({ AUTH_CACHE_TTL_MS: "300" });
+  mesh = await startTestMesh({ AUTH_CACHE_TTL_MS: "300" });
 });
 afterAll(async () => {
-  await e2e?.stop();
+  await mesh?.stop();
 });
 
 const opts = (key: string, body: unknown) => ({ key, ...(body !== undefined ? { body } : {}) });
@@ -43,7 +43,6 @@ describe("REST routes end to end", () => {
   });
 
   it("route × scope: without the route's scope 403 FORBIDDEN, with it neither 401 nor 403", async () => {
-    const { mesh } = e2e;
     const ws = mesh.host.client(WorkspacesService);
     const { id } = await mesh.workspace({ plan: "pro" });
     const all = (await ws.createApiKey({ workspaceId: id, scopes: ALL_SCOPES })).key;
@@ -66,7 +65,6 @@ describe("REST routes end to end", () => {
   });
 
   it("links:write grants create, update and delete", async () => {
-    const { mesh } = e2e;
     const { key } = await mesh.workspace({ scopes: ["links:write"] });
     expect((await mesh.request("POST", "/customers", { key, body: { externalId: "w1" } })).status).toBe(201);
     expect((await mesh.request("PATCH", "/customers/ext_w1", { key, body: { name: "W" } })).status).toBe(200);
@@ -75,7 +73,6 @@ describe("REST routes end to end", () => {
   });
 
   it("plan gate: a starter workspace gets 403 FEATURE_NOT_AVAILABLE on every route", async () => {
-    const { mesh } = e2e;
     const { key } = await mesh.workspace({ plan: "starter", rateLimit: "unlimited" });
     for (const s of SAMPLE_REQUESTS) {
       const r = await mesh.request(s.method, s.path, opts(key, s.body));
@@ -85,7 +82,6 @@ describe("REST routes end to end", () => {
   });
 
   it("answers the transport basics: X-Request-Id, 404, 405, 413, /healthz", async () => {
-    const { mesh } = e2e;
     const { key } = await mesh.workspace();
     const health = await fetch(`${mesh.host.gatewayUrl}/healthz`);
     expect([health.status, await health.json()]).toEqual([200, { status: "ok" }]);
@@ -106,7 +102,6 @@ describe("REST routes end to end", () => {
   });
 
   it("a revoked key stops working within AUTH_CACHE_TTL_MS", async () => {
-    const { mesh } = e2e;
     const { key, keyId } = await mesh.workspace();
     expect((await mesh.request("GET", "/customers", { key })).status).toBe(200);
     await mesh.host.client(WorkspacesService).revokeApiKey({ id: keyId });

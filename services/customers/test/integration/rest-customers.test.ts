@@ -2,12 +2,9 @@
  * The customers routes through the REST gateway (rest-api.md, "Customers"), on a real mesh.
  * Uses the default plugin set once the analytics plugin exists; until then every plugin but it.
  */
-import { existsSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import { startTestMesh, type TestMesh } from "@linquid/mesh/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-const analyticsPresent = existsSync(fileURLToPath(new URL("../../../analytics/src/index.ts", import.meta.url)));
 
 describe("customers REST routes", () => {
   let mesh: TestMesh;
@@ -16,7 +13,7 @@ describe("customers REST routes", () => {
 
   beforeAll(async () => {
     // Without the analytics plugin, its address is a closed port: deletes then leave the scrub pending.
-    mesh = await startTestMesh(analyticsPresent ? {} : { MESH_PLUGINS: "workspaces,customers,gateway", ANALYTICS_ADDR: "http://127.0.0.1:1" });
+    mesh = await startTestMesh();
     key = (await mesh.workspace()).key;
     otherKey = (await mesh.workspace()).key;
   });
