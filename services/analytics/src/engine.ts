@@ -241,7 +241,7 @@ export class AnalyticsEngine {
     if (events.length === 1) await this.pushStats(ws, changed);
     else this.queueStats(ws, changed);
     mark("stats");
-    if (process.env["ANALYTICS_PROFILE"]) process.stderr.write(JSON.stringify({ events: events.length, customers: stitchArgs.size, ms: phase }) + "\n");
+    this.logger.debug("ingested", { workspaceId: ws, events: events.length, customers: stitchArgs.size, ms: phase });
     return this.finishOutcomes(out, sameAs, events);
   }
 
