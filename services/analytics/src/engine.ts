@@ -207,10 +207,8 @@ export class AnalyticsEngine {
       const customerId = e.type === "click" ? (owners.get(e.clickId!) ?? null) : (customerOf.get(e.externalId!) as { id: string }).id;
       return { ...e, workspaceId: ws, customerId, opId, receivedAt: now };
     });
-    const newClickIds = new Set(docs.filter((d) => d.type === "click").map((d) => d.clickId!));
-    const attachCandidates = [...won].filter((c) => !newClickIds.has(c));
     if (docs.length === 0) return this.finishOutcomes(out, sameAs, events);
-    await this.repo.startOp({ _id: opId, workspaceId: ws, eventIds: [...docs.map((d) => d._id), ...attachCandidates.map((c) => `${ws}:click:${c}`)], startedAt: now });
+    await this.repo.startOp({ _id: opId, workspaceId: ws, eventIds: [...docs.map((d) => d._id), ...[...won].map((c) => `${ws}:click:${c}`)], startedAt: now });
     const dups = await this.repo.insertEvents(docs);
     const originals = new Map((await this.repo.findEvents([...dups])).map((d) => [d._id, d]));
     docs.forEach((d, k) => {
@@ -220,6 +218,10 @@ export class AnalyticsEngine {
       if (d.type === "click") out[i]!.customerId = null;
     });
     const fresh = docs.filter((d) => !dups.has(d._id));
+    // Clicks claimed now that this batch did not store itself (absent, or a replay of a click
+    // stored unowned earlier) may sit in the database unowned: attach them.
+    const freshClickIds = new Set(fresh.filter((d) => d.type === "click").map((d) => d.clickId!));
+    const attachCandidates = [...won].filter((c) => !freshClickIds.has(c));
     mark("insert");
 
     const changed = await this.lock.run(ws, async () => {
