@@ -3,7 +3,7 @@
  *
  * Ingestion of a batch (one event for the single Track* RPCs):
  *  1. validate (caller) and check sale currencies against the workspace's;
- *  2. resolve each distinct externalId once through customers.StitchCustomer — nothing is
+ *  2. resolve each distinct externalId once through customers.StitchCustomers — nothing is
  *     written before every customer is known, so a customers outage leaves no trace;
  *  3. read the owners of every click id the batch names and claim unowned ones
  *     (`click_owners`, insert-only: the first claim wins);
@@ -26,7 +26,7 @@ import { performance } from "node:perf_hooks";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { CustomersService, WorkspacesService } from "@linquid/contracts";
-import { newId, type Logger } from "@linquid/mesh";
+import { invalidArgument, newId, violationsIn, type Logger } from "@linquid/mesh";
 import type { AnalyticsRepository, ClickOwnerDoc, EventDoc, TotalsDoc } from "./repository.js";
 import { accumulate, contributions, diffCells, emptyTotals, foldEvents, nonZero, type CellDelta, type TotalsState } from "./totals.js";
 import type { IncomingEvent } from "./validation.js";
@@ -82,6 +82,9 @@ function totalsDoc(ws: string, customerId: string, s: TotalsState, version: numb
 }
 
 const RECENT_OPS = 32;
+
+/** Items per StitchCustomers call (the customers service takes up to 1,000). */
+const STITCH_BATCH = 1000;
 
 function isUnavailable(err: unknown): boolean {
   const ce = ConnectError.from(err);
@@ -157,17 +160,24 @@ export class AnalyticsEngine {
     }
     const customerOf = new Map<string, { id: string; clickId: string | undefined } | ConnectError>();
     const customers = this.customers();
-    await mapLimit([...stitchArgs], 8, async ([externalId, a]) => {
+    const items = [...stitchArgs].map(([externalId, a]) => ({ externalId, ...a }));
+    for (let i = 0; i < items.length; i += STITCH_BATCH) {
+      const part = items.slice(i, i + STITCH_BATCH);
+      let results;
       try {
-        const res = await customers.stitchCustomer({ workspaceId: ws, externalId, ...a });
-        customerOf.set(externalId, { id: res.customer!.id, clickId: res.customer!.clickId });
+        ({ results } = await customers.stitchCustomers({ workspaceId: ws, items: part }));
       } catch (err) {
         const ce = ConnectError.from(err);
         if (isUnavailable(ce)) throw new ConnectError("customers service unavailable", Code.Unavailable, undefined, undefined, ce);
-        if (ce.code === Code.InvalidArgument) customerOf.set(externalId, ce);
-        else throw new ConnectError("customer stitching failed", Code.Internal, undefined, undefined, ce);
+        throw new ConnectError("customer stitching failed", Code.Internal, undefined, undefined, ce);
       }
-    });
+      part.forEach(({ externalId }, k) => {
+        const r = results[k];
+        if (r?.customer !== undefined) customerOf.set(externalId, { id: r.customer.id, clickId: r.customer.clickId });
+        else if (r?.invalid !== undefined) customerOf.set(externalId, invalidArgument(violationsIn(r.invalid)));
+        else throw new ConnectError("customer stitching answered without a result", Code.Internal);
+      });
+    }
     mark("stitch");
     const toStore: number[] = [];
     for (const i of live) {

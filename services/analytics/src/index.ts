@@ -16,7 +16,6 @@ const plugin: Plugin = {
   needs: { mongo: true },
   async start(ctx) {
     const repo = new AnalyticsRepository(ctx.db);
-    await repo.detectBackend();
     await repo.ensureIndexes();
     const customers = () => ctx.client(CustomersService);
     const engine = new AnalyticsEngine(repo, customers, () => ctx.client(WorkspacesService), ctx.logger);

@@ -9,9 +9,8 @@
  * Every call goes through dbCall, which maps driver errors to RPC codes.
  */
 import type { AnyBulkWriteOperation, Collection, Db, Document } from "mongodb";
-import { MongoBulkWriteError } from "mongodb";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { dbCall } from "@linquid/mesh";
+import { dbCall, insertManyNew } from "@linquid/mesh";
 import type { IncomingEvent } from "./validation.js";
 import type { CellDelta, CohortDimension, DayDimension, TotalsState } from "./totals.js";
 
@@ -91,19 +90,7 @@ export class AnalyticsRepository {
   readonly dayCells: Collection<CohortCellDoc>;
   readonly ltvCells: Collection<LtvCellDoc>;
   readonly ops: Collection<OpDoc>;
-  private readonly db: Db;
-
-  /**
-   * FerretDB v1 pushes a filter down to SQL only when it is exactly `{_id: <string>}`; any other
-   * filter (a second key, `$in`) decodes every document of the collection in Go. On FerretDB the
-   * point writes therefore filter by `_id` alone and rely on the workspace write lock (one
-   * process writes a FerretDB) instead of a compare-and-set condition, and small `$in` lookups
-   * become parallel `_id` lookups. Set by `detectBackend()`.
-   */
-  private idOnly = false;
-
   constructor(db: Db) {
-    this.db = db;
     this.events = db.collection<EventDoc>("events");
     this.owners = db.collection<ClickOwnerDoc>("click_owners");
     this.totals = db.collection<TotalsDoc>("customer_totals");
@@ -113,19 +100,9 @@ export class AnalyticsRepository {
     this.ops = db.collection<OpDoc>("ingest_ops");
   }
 
-  /** Notes whether the database is FerretDB (see `idOnly`). */
-  async detectBackend(): Promise<void> {
-    const info = await dbCall("admin", "buildInfo", () => this.db.command({ buildInfo: 1 }));
-    this.idOnly = typeof info["ferretdbVersion"] === "string";
-  }
-
-  /** Documents by `_id`, the cheapest way the backend offers. */
+  /** Documents by `_id` (the embedded FerretDB answers `_id` and `_id: {$in}` from its index). */
   private async byIds<T extends { _id: string }>(col: Collection<T>, ids: readonly string[]): Promise<T[]> {
     if (ids.length === 0) return [];
-    if (this.idOnly && ids.length <= 16) {
-      const docs = await Promise.all(ids.map((id) => dbCall(col.collectionName, "findOne", () => col.findOne({ _id: id } as never))));
-      return docs.filter((d): d is NonNullable<typeof d> => d !== null) as T[];
-    }
     const out: T[] = [];
     for (const part of chunks(ids, 1000)) {
       out.push(...((await dbCall(col.collectionName, "find", () => col.find({ _id: { $in: part } } as never).toArray())) as T[]));
@@ -151,23 +128,8 @@ export class AnalyticsRepository {
   // -- events -----------------------------------------------------------------------------------
 
   /** Inserts what is new; returns the _ids that were already stored (replays). */
-  async insertEvents(docs: readonly EventDoc[]): Promise<Set<string>> {
-    const dups = new Set<string>();
-    for (const part of chunks(docs, 1000)) {
-      await dbCall("events", "insertMany", async () => {
-        try {
-          await this.events.insertMany(part as EventDoc[], { ordered: false });
-        } catch (err) {
-          if (!(err instanceof MongoBulkWriteError)) throw err;
-          const errors = Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors];
-          for (const we of errors) {
-            if (we.code !== 11000) throw err;
-            dups.add(part[we.index]!._id);
-          }
-        }
-      });
-    }
-    return dups;
+  insertEvents(docs: readonly EventDoc[]): Promise<Set<string>> {
+    return insertManyNew(this.events, docs);
   }
 
   findEvents(ids: readonly string[]): Promise<EventDoc[]> {
@@ -176,12 +138,6 @@ export class AnalyticsRepository {
 
   /** Gives an unclaimed stored click to its owner; the click as it was, or null when none was attached. */
   async attachClick(id: string, customerId: string, opId: string): Promise<EventDoc | null> {
-    if (this.idOnly) {
-      const doc = await dbCall("events", "findOne", () => this.events.findOne({ _id: id } as never));
-      if (doc === null || doc.customerId !== null) return null;
-      await dbCall("events", "updateOne", () => this.events.updateOne({ _id: id } as never, { $set: { customerId, opId } }));
-      return { ...doc, customerId, opId };
-    }
     return dbCall("events", "findOneAndUpdate", () =>
       this.events.findOneAndUpdate({ _id: id, customerId: null } as never, { $set: { customerId, opId } }, { returnDocument: "after" }),
     );
@@ -227,22 +183,8 @@ export class AnalyticsRepository {
 
   /** Claims clicks for customers; a click already claimed keeps its owner. Returns the ones this call claimed. */
   async claimClicks(docs: readonly ClickOwnerDoc[]): Promise<Set<string>> {
-    const won = new Set(docs.map((d) => d.clickId));
-    for (const part of chunks(docs, 1000)) {
-      await dbCall("click_owners", "insertMany", async () => {
-        try {
-          await this.owners.insertMany(part as ClickOwnerDoc[], { ordered: false });
-        } catch (err) {
-          if (!(err instanceof MongoBulkWriteError)) throw err;
-          const errors = Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors];
-          for (const we of errors) {
-            if (we.code !== 11000) throw err;
-            won.delete(part[we.index]!.clickId);
-          }
-        }
-      });
-    }
-    return won;
+    const taken = await insertManyNew(this.owners, docs);
+    return new Set(docs.filter((d) => !taken.has(d._id)).map((d) => d.clickId));
   }
 
   // -- totals -----------------------------------------------------------------------------------
@@ -264,8 +206,7 @@ export class AnalyticsRepository {
       }
     }
     const { _id, ...rest } = doc;
-    const filter = this.idOnly ? { _id } : { _id, version: expectedVersion };
-    const r = await dbCall("customer_totals", "replaceOne", () => this.totals.replaceOne(filter, rest));
+    const r = await dbCall("customer_totals", "replaceOne", () => this.totals.replaceOne({ _id, version: expectedVersion }, rest));
     return r.matchedCount === 1;
   }
 

@@ -19,9 +19,10 @@ import {
   type ListCustomersRequest,
   type SetCustomerStatsRequest,
   type StitchCustomerRequest,
+  type StitchCustomersRequest,
   type UpdateCustomerRequest,
 } from "@linquid/contracts";
-import { Violations } from "@linquid/mesh";
+import { badRequest, Violations } from "@linquid/mesh";
 import { parseCustomerRef } from "./identity.js";
 import { metadataOf, type CustomerDoc, type CustomersRepository, type StatsDoc } from "./repository.js";
 import type { Scrubber } from "./scrub-sweeper.js";
@@ -36,6 +37,9 @@ import {
   maskFields,
   type CustomerPatch,
 } from "./validation.js";
+
+/** StitchCustomers items per call. */
+export const MAX_STITCH_ITEMS = 1000;
 
 const notFound = () => new ConnectError("customer not found", Code.NotFound);
 
@@ -130,6 +134,30 @@ export class CustomersHandler implements ServiceImpl<typeof CustomersService> {
     v.throwIfAny();
     const { doc, created } = await this.repo.upsertByExternalId(req.workspaceId, req.externalId, patch, "fill");
     return { customer: toCustomer(doc), created };
+  }
+
+  async stitchCustomers(req: StitchCustomersRequest) {
+    const v = new Violations();
+    checkWorkspaceId(v, req.workspaceId);
+    if (req.items.length > MAX_STITCH_ITEMS) v.add("items", `at most ${MAX_STITCH_ITEMS} per call`);
+    const seen = new Set<string>();
+    for (const item of req.items) {
+      if (seen.has(item.externalId)) v.add("items", `externalId "${item.externalId}" is given more than once`);
+      seen.add(item.externalId);
+    }
+    v.throwIfAny();
+    const results: Array<{ customer?: Customer; created?: boolean; invalid?: ReturnType<typeof badRequest> }> = new Array(req.items.length);
+    const valid: Array<{ index: number; externalId: string; patch: CustomerPatch }> = [];
+    req.items.forEach((item, index) => {
+      const iv = new Violations();
+      checkExternalId(iv, item.externalId);
+      const patch = checkOptionalFields(iv, { email: item.email, name: item.name, clickId: item.clickId });
+      if (iv.empty) valid.push({ index, externalId: item.externalId, patch });
+      else results[index] = { invalid: badRequest(iv.all) };
+    });
+    const stitched = await this.repo.stitchMany(req.workspaceId, valid);
+    valid.forEach(({ index }, k) => (results[index] = { customer: toCustomer(stitched[k]!.doc), created: stitched[k]!.created }));
+    return { results };
   }
 
   async setCustomerStats(req: SetCustomerStatsRequest) {

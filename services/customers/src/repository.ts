@@ -44,7 +44,7 @@ import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { dbCall, ensureIndexes, newId } from "@linquid/mesh";
+import { dbCall, ensureIndexes, insertManyNew, newId } from "@linquid/mesh";
 import type { Collection, Db, Filter, UpdateFilter } from "mongodb";
 import { withDocLock } from "./doc-locks.js";
 import { identityKeyId } from "./identity.js";
@@ -111,6 +111,8 @@ export interface CustomersRepository {
   findLiveByExternalId(workspaceId: string, externalId: string): Promise<CustomerDoc | null>;
   /** Creates the customer with this external id, or applies `patch` to the live one that has it. */
   upsertByExternalId(workspaceId: string, externalId: string, patch: CustomerPatch, mode: MergeMode): Promise<{ doc: CustomerDoc; created: boolean }>;
+  /** `upsertByExternalId(…, "fill")` for many distinct external ids at once; results in order. */
+  stitchMany(workspaceId: string, items: ReadonlyArray<{ externalId: string; patch: CustomerPatch }>): Promise<Array<{ doc: CustomerDoc; created: boolean }>>;
   /**
    * Applies `patch` to a live customer; null when it is not (or no longer) live.
    * Throws ALREADY_EXISTS when the new externalId belongs to another live customer.
@@ -203,6 +205,50 @@ export class MongoCustomersRepository implements CustomersRepository, ScrubRepos
       }
       await backoff(attempt, deadline);
     }
+  }
+
+  /**
+   * The common cases of a bulk stitch in a few round trips, each step one the protocol allows:
+   * a valid key whose customer needs no filling is the "held" answer (read only); absent keys
+   * are claimed with one insertMany and their customers inserted with another. Whatever else
+   * (a stale or contended key, a customer to fill in, a lost insert) takes the one-by-one path.
+   */
+  async stitchMany(workspaceId: string, items: ReadonlyArray<{ externalId: string; patch: CustomerPatch }>): Promise<Array<{ doc: CustomerDoc; created: boolean }>> {
+    const out: Array<{ doc: CustomerDoc; created: boolean }> = new Array(items.length);
+    if (items.length === 0) return out;
+    const keyIds = items.map((it) => identityKeyId(workspaceId, it.externalId));
+    const keys = new Map((await dbCall("customer_keys", "find", () => this.keys.find({ _id: { $in: keyIds } }).toArray())).map((k) => [k._id, k]));
+    const holderIds = [...new Set([...keys.values()].map((k) => k.customerId))];
+    const holders = new Map(
+      holderIds.length === 0 ? [] : (await dbCall("customers", "find", () => this.customers.find({ _id: { $in: holderIds } }).toArray())).map((c) => [c._id, c]),
+    );
+    const slow: number[] = [];
+    const absent: number[] = [];
+    items.forEach((it, i) => {
+      const key = keys.get(keyIds[i]!);
+      if (key === undefined) return void absent.push(i);
+      const holder = holders.get(key.customerId);
+      const valid = holder !== undefined && holder.deletedAt === null && holder.workspaceId === workspaceId && holder.externalId === it.externalId;
+      if (valid && changes(holder, it.patch, "fill") === null) out[i] = { doc: holder, created: false };
+      else slow.push(i);
+    });
+    if (absent.length > 0) {
+      const now = new Date();
+      const claims = absent.map((i) => ({ i, key: { _id: keyIds[i]!, customerId: newId("cus"), token: randomBytes(12).toString("base64url"), at: now } }));
+      const takenKeys = await insertManyNew(this.keys, claims.map((c) => c.key));
+      const claimed = claims.filter((c) => !takenKeys.has(c.key._id));
+      slow.push(...claims.filter((c) => takenKeys.has(c.key._id)).map((c) => c.i));
+      const docs = claimed.map((c) => newCustomerDoc(c.key.customerId, workspaceId, items[c.i]!.externalId, items[c.i]!.patch, now));
+      const takenIds = await insertManyNew(this.customers, docs);
+      claimed.forEach((c, k) => {
+        if (takenIds.has(docs[k]!._id)) slow.push(c.i); // poisoned meanwhile: start again
+        else out[c.i] = { doc: docs[k]!, created: true };
+      });
+    }
+    await mapLimit(slow, 8, async (i) => {
+      out[i] = await this.upsertByExternalId(workspaceId, items[i]!.externalId, items[i]!.patch, "fill");
+    });
+    return out;
   }
 
   async update(workspaceId: string, customerId: string, patch: CustomerPatch): Promise<CustomerDoc | null> {
@@ -469,6 +515,13 @@ export function changes(cur: CustomerDoc, patch: CustomerPatch, mode: MergeMode)
 }
 
 /** Waits a little (jittered, growing) before a retry; UNAVAILABLE once past the deadline. */
+async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) await fn(items[next++]!);
+  }));
+}
+
 async function backoff(attempt: number, deadline: number): Promise<void> {
   if (Date.now() >= deadline) throw contended();
   const ms = Math.min(50, 2 * 2 ** Math.min(attempt, 5)) * (0.5 + Math.random());

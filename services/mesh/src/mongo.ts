@@ -13,7 +13,7 @@
  * rollup cells therefore use deterministic `_id`s, which is also the fastest path on MongoDB.
  */
 import { SpanKind, trace } from "@opentelemetry/api";
-import { MongoClient, type Collection, type Db, type Document, type IndexDescription } from "mongodb";
+import { MongoBulkWriteError, MongoClient, type Collection, type Db, type Document, type IndexDescription, type OptionalUnlessRequiredId } from "mongodb";
 import { fromMongoError } from "./errors.js";
 import { inSpan } from "./spans.js";
 
@@ -62,4 +62,29 @@ export async function ensureIndexes<T extends Document>(collection: Collection<T
   for (const index of indexes) {
     await dbCall(collection.collectionName, "createIndexes", () => collection.createIndexes([index]));
   }
+}
+
+/**
+ * Inserts documents that may exist already (unordered, 1,000 per command): the unique `_id`
+ * decides, with no read first. Returns the `_id`s that were already stored, which were left
+ * as they were.
+ */
+export async function insertManyNew<T extends Document & { _id: string }>(collection: Collection<T>, docs: readonly T[]): Promise<Set<string>> {
+  const existing = new Set<string>();
+  for (let i = 0; i < docs.length; i += 1000) {
+    const part = docs.slice(i, i + 1000);
+    await dbCall(collection.collectionName, "insertMany", async () => {
+      try {
+        await collection.insertMany(part as OptionalUnlessRequiredId<T>[], { ordered: false });
+      } catch (err) {
+        if (!(err instanceof MongoBulkWriteError)) throw err;
+        const errors = Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors];
+        for (const we of errors) {
+          if (we.code !== 11000) throw err;
+          existing.add(part[we.index]!._id);
+        }
+      }
+    });
+  }
+  return existing;
 }

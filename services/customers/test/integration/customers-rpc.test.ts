@@ -176,4 +176,23 @@ describe("CustomersService over gRPC", () => {
     expect(new Set(parallel.map((p) => p.customer!.id)).size).toBe(1);
     expect(parallel.filter((p) => p.created)).toHaveLength(1);
   });
+
+  it("stitches in bulk: one result per item in order, an invalid item answered with its violations", async () => {
+    await c.stitchCustomer({ workspaceId: ws, externalId: "bulk-old", email: "old@x.io" });
+    const { results } = await c.stitchCustomers({
+      workspaceId: ws,
+      items: [{ externalId: "bulk-new", email: "new@x.io" }, { externalId: "bulk-bad", email: "not-an-email" }, { externalId: "bulk-old", name: "Old" }],
+    });
+    expect(results).toHaveLength(3);
+    expect(results[0]).toMatchObject({ created: true, customer: { externalId: "bulk-new", email: "new@x.io" } });
+    expect(results[1]!.customer).toBeUndefined();
+    expect(results[1]!.invalid?.fieldViolations.map((v) => v.field)).toEqual(["email"]);
+    expect(results[2]).toMatchObject({ created: false, customer: { externalId: "bulk-old", email: "old@x.io", name: "Old" } });
+    expect((await c.countCustomers({ workspaceId: ws, search: "bulk-bad" })).count).toBe(0n);
+
+    const dup = await rpcError(c.stitchCustomers({ workspaceId: ws, items: [{ externalId: "d" }, { externalId: "d" }] }));
+    expect(dup.code).toBe(Code.InvalidArgument);
+    const tooMany = await rpcError(c.stitchCustomers({ workspaceId: ws, items: Array.from({ length: 1001 }, (_, i) => ({ externalId: `m${i}` })) }));
+    expect(violationsOf(tooMany)).toEqual([{ field: "items", issue: "at most 1000 per call" }]);
+  });
 });

@@ -132,6 +132,55 @@ describe("identity keys", () => {
     }
     expect(lockedKeyCount()).toBe(0);
   });
+
+  it("bulk stitch: answers held keys from one read, claims absent ones in bulk, and sends the rest one by one", async () => {
+    const ws = newId("ws");
+    const held = (await repo.upsertByExternalId(ws, "held", { email: "h@x.io" }, "overwrite")).doc;
+    const toFill = (await repo.upsertByExternalId(ws, "to-fill", {}, "overwrite")).doc;
+    // a stale key left by a crash, and a young one of a create in flight
+    await repo.keys.insertOne({ _id: `${ws}:stale`, customerId: "cus_crashedbulk", token: "s", at: old() });
+    const inflight = newId("cus");
+    await repo.keys.insertOne({ _id: `${ws}:inflight-bulk`, customerId: inflight, token: "i", at: new Date() });
+    const landing = new Promise((r) => setTimeout(r, 50)).then(() => repo.customers.insertOne(newCustomerDoc(inflight, ws, "inflight-bulk", {}, new Date())));
+    const out = await repo.stitchMany(ws, [
+      { externalId: "held", patch: { email: "other@x.io" } },
+      { externalId: "to-fill", patch: { name: "Filled" } },
+      { externalId: "new-1", patch: { email: "n1@x.io" } },
+      { externalId: "stale", patch: {} },
+      { externalId: "inflight-bulk", patch: {} },
+      { externalId: "new-2", patch: {} },
+    ]);
+    await landing;
+    expect(out.map((o) => o.created)).toEqual([false, false, true, true, false, true]);
+    expect(out[0]!.doc).toMatchObject({ _id: held._id, email: "h@x.io" }); // fill never overwrites
+    expect(out[1]!.doc).toMatchObject({ _id: toFill._id, name: "Filled" });
+    expect(out[2]!.doc).toMatchObject({ externalId: "new-1", email: "n1@x.io" });
+    expect(out[4]!.doc._id).toBe(inflight);
+    expect(await repo.customers.findOne({ _id: "cus_crashedbulk" })).toMatchObject({ tombstone: true });
+    await assertConsistent(ws);
+  });
+
+  it("bulk stitches racing single stitches of the same external ids end in one customer each", async () => {
+    const ws = newId("ws");
+    const names = Array.from({ length: 30 }, (_, i) => `r${i}`);
+    const results = await Promise.all([
+      repo.stitchMany(ws, names.map((externalId) => ({ externalId, patch: {} }))),
+      repo.stitchMany(ws, [...names].reverse().map((externalId) => ({ externalId, patch: { name: "B" } }))),
+      ...names.map((externalId) => repo.upsertByExternalId(ws, externalId, {}, "fill").then((r) => [r])),
+    ]);
+    const byName = new Map<string, Set<string>>();
+    let created = 0;
+    for (const list of results) {
+      for (const r of list) {
+        byName.set(r.doc.externalId!, (byName.get(r.doc.externalId!) ?? new Set()).add(r.doc._id));
+        if (r.created) created++;
+      }
+    }
+    for (const n of names) expect(byName.get(n)?.size, n).toBe(1);
+    expect(created).toBe(names.length);
+    expect(await repo.customers.countDocuments({ workspaceId: ws, deletedAt: null })).toBe(names.length);
+    await assertConsistent(ws);
+  });
 });
 
 async function rpcErrorOf(fn: () => Promise<unknown>): Promise<unknown> {

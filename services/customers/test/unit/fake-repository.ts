@@ -39,6 +39,12 @@ export class FakeCustomersRepository implements CustomersRepository {
     return { doc, created: true };
   }
 
+  async stitchMany(workspaceId: string, items: ReadonlyArray<{ externalId: string; patch: CustomerPatch }>) {
+    const out = [];
+    for (const it of items) out.push(await this.upsertByExternalId(workspaceId, it.externalId, it.patch, "fill"));
+    return out;
+  }
+
   async update(workspaceId: string, customerId: string, patch: CustomerPatch) {
     this.calls.push(`update ${customerId} ${JSON.stringify(patch)}`);
     const cur = await this.findLive(workspaceId, customerId);

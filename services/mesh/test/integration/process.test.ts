@@ -64,10 +64,10 @@ describe("mesh process", () => {
   it("starts embedded FerretDB and redis-server under `npm start`, serves health, leaves nothing running after SIGTERM, and restarts on its data", async () => {
     const dataDir = mkdtempSync(join(tmpdir(), "linquid-proc-"));
     dirs.push(dataDir);
-    const grpcPort = await freePort();
+    // Port 0: a port picked here beforehand could be taken by then by a server of another test.
     const env = {
       DATA_DIR: dataDir,
-      GRPC_PORT: String(grpcPort),
+      GRPC_PORT: "0",
       PORT: "0",
       FERRETDB_BIN: inject("ferretdbBin"),
       REDIS_SERVER_BIN: inject("redisServerBin"),
@@ -88,7 +88,9 @@ describe("mesh process", () => {
       const childPids = logs.filter((l) => typeof l["pid"] === "number").map((l) => l["pid"] as number);
       expect(childPids).toHaveLength(2); // FerretDB and redis-server
 
-      const health = createClient(Health, createGrpcTransport({ baseUrl: `http://127.0.0.1:${grpcPort}` }));
+      const grpcUrl = logs.find((l) => l["msg"] === "mesh started")?.["grpc"];
+      expect(grpcUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+      const health = createClient(Health, createGrpcTransport({ baseUrl: grpcUrl as string }));
       const services = (await health.list({})).statuses;
       expect(Object.keys(services).sort()).toEqual(
         ["", "linquid.analytics.v1.AnalyticsService", "linquid.customers.v1.CustomersService", "linquid.workspaces.v1.WorkspacesService"].sort(),

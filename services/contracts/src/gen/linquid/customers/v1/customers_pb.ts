@@ -7,6 +7,8 @@ import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2
 import { file_google_api_annotations } from "../../../google/api/annotations_pb.js";
 import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { BadRequest } from "../../../google/rpc/error_details_pb.js";
+import { file_google_rpc_error_details } from "../../../google/rpc/error_details_pb.js";
 import { file_linquid_policy_v1_policy } from "../../policy/v1/policy_pb.js";
 import type { Pagination } from "../../type/v1/pagination_pb.js";
 import { file_linquid_type_v1_pagination } from "../../type/v1/pagination_pb.js";
@@ -16,7 +18,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file linquid/customers/v1/customers.proto.
  */
 export const file_linquid_customers_v1_customers: GenFile = /*@__PURE__*/
-  fileDesc("CiRsaW5xdWlkL2N1c3RvbWVycy92MS9jdXN0b21lcnMucHJvdG8SFGxpbnF1aWQuY3VzdG9tZXJzLnYxIooDCghDdXN0b21lchIKCgJpZBgBIAEoCRITCgtleHRlcm5hbF9pZBgCIAEoCRISCgVlbWFpbBgDIAEoCUgAiAEBEhEKBG5hbWUYBCABKAlIAYgBARITCgZhdmF0YXIYBSABKAlIAogBARIUCgdjb3VudHJ5GAYgASgJSAOIAQESFQoIY2xpY2tfaWQYByABKAlIBIgBARIpCghtZXRhZGF0YRgIIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLgoKY3JlYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoFc3RhdHMYCyABKAsyIy5saW5xdWlkLmN1c3RvbWVycy52MS5DdXN0b21lclN0YXRzQggKBl9lbWFpbEIHCgVfbmFtZUIJCgdfYXZhdGFyQgoKCF9jb3VudHJ5QgsKCV9jbGlja19pZCLHAQoNQ3VzdG9tZXJTdGF0cxINCgVsZWFkcxgBIAEoAxINCgVzYWxlcxgCIAEoAxIPCgdyZXZlbnVlGAMgASgDEhUKCGN1cnJlbmN5GAQgASgJSACIAQESMQoNZmlyc3Rfc2Vlbl9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF9zZWVuX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEILCglfY3VycmVuY3kirgEKFExpc3RDdXN0b21lcnNSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIRCgRwYWdlGAIgASgFSACIAQESEgoFbGltaXQYAyABKAVIAYgBARIXCgpzb3J0X29yZGVyGAQgASgJSAKIAQESEwoGc2VhcmNoGAUgASgJSAOIAQFCBwoFX3BhZ2VCCAoGX2xpbWl0Qg0KC19zb3J0X29yZGVyQgkKB19zZWFyY2giewoVTGlzdEN1c3RvbWVyc1Jlc3BvbnNlEjEKCWN1c3RvbWVycxgBIAMoCzIeLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkN1c3RvbWVyEi8KCnBhZ2luYXRpb24YAiABKAsyGy5saW5xdWlkLnR5cGUudjEuUGFnaW5hdGlvbiJNChVDb3VudEN1c3RvbWVyc1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhMKBnNlYXJjaBgCIAEoCUgAiAEBQgkKB19zZWFyY2giJwoWQ291bnRDdXN0b21lcnNSZXNwb25zZRINCgVjb3VudBgBIAEoAyI2ChJHZXRDdXN0b21lclJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEgoKAmlkGAIgASgJIkcKE0dldEN1c3RvbWVyUmVzcG9uc2USMAoIY3VzdG9tZXIYASABKAsyHi5saW5xdWlkLmN1c3RvbWVycy52MS5DdXN0b21lciKNAgoVQ3JlYXRlQ3VzdG9tZXJSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRITCgtleHRlcm5hbF9pZBgCIAEoCRISCgVlbWFpbBgDIAEoCUgAiAEBEhEKBG5hbWUYBCABKAlIAYgBARITCgZhdmF0YXIYBSABKAlIAogBARIUCgdjb3VudHJ5GAYgASgJSAOIAQESFQoIY2xpY2tfaWQYByABKAlIBIgBARIpCghtZXRhZGF0YRgIIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCCAoGX2VtYWlsQgcKBV9uYW1lQgkKB19hdmF0YXJCCgoIX2NvdW50cnlCCwoJX2NsaWNrX2lkIlsKFkNyZWF0ZUN1c3RvbWVyUmVzcG9uc2USMAoIY3VzdG9tZXIYASABKAsyHi5saW5xdWlkLmN1c3RvbWVycy52MS5DdXN0b21lchIPCgdjcmVhdGVkGAIgASgIIt8CChVVcGRhdGVDdXN0b21lclJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEgoKAmlkGAIgASgJEhgKC2V4dGVybmFsX2lkGAMgASgJSACIAQESEgoFZW1haWwYBCABKAlIAYgBARIRCgRuYW1lGAUgASgJSAKIAQESEwoGYXZhdGFyGAYgASgJSAOIAQESFAoHY291bnRyeRgHIAEoCUgEiAEBEhUKCGNsaWNrX2lkGAggASgJSAWIAQESKQoIbWV0YWRhdGEYCSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ei8KC3VwZGF0ZV9tYXNrGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IOCgxfZXh0ZXJuYWxfaWRCCAoGX2VtYWlsQgcKBV9uYW1lQgkKB19hdmF0YXJCCgoIX2NvdW50cnlCCwoJX2NsaWNrX2lkIkoKFlVwZGF0ZUN1c3RvbWVyUmVzcG9uc2USMAoIY3VzdG9tZXIYASABKAsyHi5saW5xdWlkLmN1c3RvbWVycy52MS5DdXN0b21lciI5ChVEZWxldGVDdXN0b21lclJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEgoKAmlkGAIgASgJIjUKFkRlbGV0ZUN1c3RvbWVyUmVzcG9uc2USCgoCaWQYASABKAkSDwoHZGVsZXRlZBgCIAEoCCKgAQoVU3RpdGNoQ3VzdG9tZXJSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRITCgtleHRlcm5hbF9pZBgCIAEoCRISCgVlbWFpbBgDIAEoCUgAiAEBEhEKBG5hbWUYBCABKAlIAYgBARIVCghjbGlja19pZBgFIAEoCUgCiAEBQggKBl9lbWFpbEIHCgVfbmFtZUILCglfY2xpY2tfaWQiWwoWU3RpdGNoQ3VzdG9tZXJSZXNwb25zZRIwCghjdXN0b21lchgBIAEoCzIeLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkN1c3RvbWVyEg8KB2NyZWF0ZWQYAiABKAgiiQEKF1NldEN1c3RvbWVyU3RhdHNSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRITCgtjdXN0b21lcl9pZBgCIAEoCRIyCgVzdGF0cxgDIAEoCzIjLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkN1c3RvbWVyU3RhdHMSDwoHdmVyc2lvbhgEIAEoAyIrChhTZXRDdXN0b21lclN0YXRzUmVzcG9uc2USDwoHYXBwbGllZBgBIAEoCDKbCgoQQ3VzdG9tZXJzU2VydmljZRKpAQoNTGlzdEN1c3RvbWVycxIqLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkxpc3RDdXN0b21lcnNSZXF1ZXN0GisubGlucXVpZC5jdXN0b21lcnMudjEuTGlzdEN1c3RvbWVyc1Jlc3BvbnNlIj+iuxgeCgpsaW5rczpyZWFkEhByZXZlbnVlLXRyYWNraW5ngtPkkwIXYgljdXN0b21lcnMSCi9jdXN0b21lcnMSpwEKDkNvdW50Q3VzdG9tZXJzEisubGlucXVpZC5jdXN0b21lcnMudjEuQ291bnRDdXN0b21lcnNSZXF1ZXN0GiwubGlucXVpZC5jdXN0b21lcnMudjEuQ291bnRDdXN0b21lcnNSZXNwb25zZSI6orsYHgoKbGlua3M6cmVhZBIQcmV2ZW51ZS10cmFja2luZ4LT5JMCEhIQL2N1c3RvbWVycy9jb3VudBKnAQoLR2V0Q3VzdG9tZXISKC5saW5xdWlkLmN1c3RvbWVycy52MS5HZXRDdXN0b21lclJlcXVlc3QaKS5saW5xdWlkLmN1c3RvbWVycy52MS5HZXRDdXN0b21lclJlc3BvbnNlIkOiuxgeCgpsaW5rczpyZWFkEhByZXZlbnVlLXRyYWNraW5ngtPkkwIbYghjdXN0b21lchIPL2N1c3RvbWVycy97aWR9ErsBCg5DcmVhdGVDdXN0b21lchIrLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkNyZWF0ZUN1c3RvbWVyUmVxdWVzdBosLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkNyZWF0ZUN1c3RvbWVyUmVzcG9uc2UiTqK7GCsKDGxpbmtzOmNyZWF0ZRIQcmV2ZW51ZS10cmFja2luZyABKgdjcmVhdGVkgtPkkwIZOgEqYghjdXN0b21lciIKL2N1c3RvbWVycxK3AQoOVXBkYXRlQ3VzdG9tZXISKy5saW5xdWlkLmN1c3RvbWVycy52MS5VcGRhdGVDdXN0b21lclJlcXVlc3QaLC5saW5xdWlkLmN1c3RvbWVycy52MS5VcGRhdGVDdXN0b21lclJlc3BvbnNlIkqiuxgiCgxsaW5rczp1cGRhdGUSEHJldmVudWUtdHJhY2tpbmcgAYLT5JMCHjoBKmIIY3VzdG9tZXIyDy9jdXN0b21lcnMve2lkfRKqAQoORGVsZXRlQ3VzdG9tZXISKy5saW5xdWlkLmN1c3RvbWVycy52MS5EZWxldGVDdXN0b21lclJlcXVlc3QaLC5saW5xdWlkLmN1c3RvbWVycy52MS5EZWxldGVDdXN0b21lclJlc3BvbnNlIj2iuxgiCgxsaW5rczpkZWxldGUSEHJldmVudWUtdHJhY2tpbmcgAYLT5JMCESoPL2N1c3RvbWVycy97aWR9Em0KDlN0aXRjaEN1c3RvbWVyEisubGlucXVpZC5jdXN0b21lcnMudjEuU3RpdGNoQ3VzdG9tZXJSZXF1ZXN0GiwubGlucXVpZC5jdXN0b21lcnMudjEuU3RpdGNoQ3VzdG9tZXJSZXNwb25zZSIAEnMKEFNldEN1c3RvbWVyU3RhdHMSLS5saW5xdWlkLmN1c3RvbWVycy52MS5TZXRDdXN0b21lclN0YXRzUmVxdWVzdBouLmxpbnF1aWQuY3VzdG9tZXJzLnYxLlNldEN1c3RvbWVyU3RhdHNSZXNwb25zZSIAYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp, file_linquid_policy_v1_policy, file_linquid_type_v1_pagination]);
+  fileDesc("CiRsaW5xdWlkL2N1c3RvbWVycy92MS9jdXN0b21lcnMucHJvdG8SFGxpbnF1aWQuY3VzdG9tZXJzLnYxIooDCghDdXN0b21lchIKCgJpZBgBIAEoCRITCgtleHRlcm5hbF9pZBgCIAEoCRISCgVlbWFpbBgDIAEoCUgAiAEBEhEKBG5hbWUYBCABKAlIAYgBARITCgZhdmF0YXIYBSABKAlIAogBARIUCgdjb3VudHJ5GAYgASgJSAOIAQESFQoIY2xpY2tfaWQYByABKAlIBIgBARIpCghtZXRhZGF0YRgIIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLgoKY3JlYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoFc3RhdHMYCyABKAsyIy5saW5xdWlkLmN1c3RvbWVycy52MS5DdXN0b21lclN0YXRzQggKBl9lbWFpbEIHCgVfbmFtZUIJCgdfYXZhdGFyQgoKCF9jb3VudHJ5QgsKCV9jbGlja19pZCLHAQoNQ3VzdG9tZXJTdGF0cxINCgVsZWFkcxgBIAEoAxINCgVzYWxlcxgCIAEoAxIPCgdyZXZlbnVlGAMgASgDEhUKCGN1cnJlbmN5GAQgASgJSACIAQESMQoNZmlyc3Rfc2Vlbl9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF9zZWVuX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEILCglfY3VycmVuY3kirgEKFExpc3RDdXN0b21lcnNSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIRCgRwYWdlGAIgASgFSACIAQESEgoFbGltaXQYAyABKAVIAYgBARIXCgpzb3J0X29yZGVyGAQgASgJSAKIAQESEwoGc2VhcmNoGAUgASgJSAOIAQFCBwoFX3BhZ2VCCAoGX2xpbWl0Qg0KC19zb3J0X29yZGVyQgkKB19zZWFyY2giewoVTGlzdEN1c3RvbWVyc1Jlc3BvbnNlEjEKCWN1c3RvbWVycxgBIAMoCzIeLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkN1c3RvbWVyEi8KCnBhZ2luYXRpb24YAiABKAsyGy5saW5xdWlkLnR5cGUudjEuUGFnaW5hdGlvbiJNChVDb3VudEN1c3RvbWVyc1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhMKBnNlYXJjaBgCIAEoCUgAiAEBQgkKB19zZWFyY2giJwoWQ291bnRDdXN0b21lcnNSZXNwb25zZRINCgVjb3VudBgBIAEoAyI2ChJHZXRDdXN0b21lclJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEgoKAmlkGAIgASgJIkcKE0dldEN1c3RvbWVyUmVzcG9uc2USMAoIY3VzdG9tZXIYASABKAsyHi5saW5xdWlkLmN1c3RvbWVycy52MS5DdXN0b21lciKNAgoVQ3JlYXRlQ3VzdG9tZXJSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRITCgtleHRlcm5hbF9pZBgCIAEoCRISCgVlbWFpbBgDIAEoCUgAiAEBEhEKBG5hbWUYBCABKAlIAYgBARITCgZhdmF0YXIYBSABKAlIAogBARIUCgdjb3VudHJ5GAYgASgJSAOIAQESFQoIY2xpY2tfaWQYByABKAlIBIgBARIpCghtZXRhZGF0YRgIIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCCAoGX2VtYWlsQgcKBV9uYW1lQgkKB19hdmF0YXJCCgoIX2NvdW50cnlCCwoJX2NsaWNrX2lkIlsKFkNyZWF0ZUN1c3RvbWVyUmVzcG9uc2USMAoIY3VzdG9tZXIYASABKAsyHi5saW5xdWlkLmN1c3RvbWVycy52MS5DdXN0b21lchIPCgdjcmVhdGVkGAIgASgIIt8CChVVcGRhdGVDdXN0b21lclJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEgoKAmlkGAIgASgJEhgKC2V4dGVybmFsX2lkGAMgASgJSACIAQESEgoFZW1haWwYBCABKAlIAYgBARIRCgRuYW1lGAUgASgJSAKIAQESEwoGYXZhdGFyGAYgASgJSAOIAQESFAoHY291bnRyeRgHIAEoCUgEiAEBEhUKCGNsaWNrX2lkGAggASgJSAWIAQESKQoIbWV0YWRhdGEYCSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ei8KC3VwZGF0ZV9tYXNrGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IOCgxfZXh0ZXJuYWxfaWRCCAoGX2VtYWlsQgcKBV9uYW1lQgkKB19hdmF0YXJCCgoIX2NvdW50cnlCCwoJX2NsaWNrX2lkIkoKFlVwZGF0ZUN1c3RvbWVyUmVzcG9uc2USMAoIY3VzdG9tZXIYASABKAsyHi5saW5xdWlkLmN1c3RvbWVycy52MS5DdXN0b21lciI5ChVEZWxldGVDdXN0b21lclJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEgoKAmlkGAIgASgJIjUKFkRlbGV0ZUN1c3RvbWVyUmVzcG9uc2USCgoCaWQYASABKAkSDwoHZGVsZXRlZBgCIAEoCCKgAQoVU3RpdGNoQ3VzdG9tZXJSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRITCgtleHRlcm5hbF9pZBgCIAEoCRISCgVlbWFpbBgDIAEoCUgAiAEBEhEKBG5hbWUYBCABKAlIAYgBARIVCghjbGlja19pZBgFIAEoCUgCiAEBQggKBl9lbWFpbEIHCgVfbmFtZUILCglfY2xpY2tfaWQiWwoWU3RpdGNoQ3VzdG9tZXJSZXNwb25zZRIwCghjdXN0b21lchgBIAEoCzIeLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkN1c3RvbWVyEg8KB2NyZWF0ZWQYAiABKAgi6wEKFlN0aXRjaEN1c3RvbWVyc1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEkAKBWl0ZW1zGAIgAygLMjEubGlucXVpZC5jdXN0b21lcnMudjEuU3RpdGNoQ3VzdG9tZXJzUmVxdWVzdC5JdGVtGnkKBEl0ZW0SEwoLZXh0ZXJuYWxfaWQYASABKAkSEgoFZW1haWwYAiABKAlIAIgBARIRCgRuYW1lGAMgASgJSAGIAQESFQoIY2xpY2tfaWQYBCABKAlIAogBAUIICgZfZW1haWxCBwoFX25hbWVCCwoJX2NsaWNrX2lkItYBChdTdGl0Y2hDdXN0b21lcnNSZXNwb25zZRJFCgdyZXN1bHRzGAEgAygLMjQubGlucXVpZC5jdXN0b21lcnMudjEuU3RpdGNoQ3VzdG9tZXJzUmVzcG9uc2UuUmVzdWx0GnQKBlJlc3VsdBIwCghjdXN0b21lchgBIAEoCzIeLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkN1c3RvbWVyEg8KB2NyZWF0ZWQYAiABKAgSJwoHaW52YWxpZBgDIAEoCzIWLmdvb2dsZS5ycGMuQmFkUmVxdWVzdCKJAQoXU2V0Q3VzdG9tZXJTdGF0c1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhMKC2N1c3RvbWVyX2lkGAIgASgJEjIKBXN0YXRzGAMgASgLMiMubGlucXVpZC5jdXN0b21lcnMudjEuQ3VzdG9tZXJTdGF0cxIPCgd2ZXJzaW9uGAQgASgDIisKGFNldEN1c3RvbWVyU3RhdHNSZXNwb25zZRIPCgdhcHBsaWVkGAEgASgIMo0LChBDdXN0b21lcnNTZXJ2aWNlEqkBCg1MaXN0Q3VzdG9tZXJzEioubGlucXVpZC5jdXN0b21lcnMudjEuTGlzdEN1c3RvbWVyc1JlcXVlc3QaKy5saW5xdWlkLmN1c3RvbWVycy52MS5MaXN0Q3VzdG9tZXJzUmVzcG9uc2UiP6K7GB4KCmxpbmtzOnJlYWQSEHJldmVudWUtdHJhY2tpbmeC0+STAhdiCWN1c3RvbWVycxIKL2N1c3RvbWVycxKnAQoOQ291bnRDdXN0b21lcnMSKy5saW5xdWlkLmN1c3RvbWVycy52MS5Db3VudEN1c3RvbWVyc1JlcXVlc3QaLC5saW5xdWlkLmN1c3RvbWVycy52MS5Db3VudEN1c3RvbWVyc1Jlc3BvbnNlIjqiuxgeCgpsaW5rczpyZWFkEhByZXZlbnVlLXRyYWNraW5ngtPkkwISEhAvY3VzdG9tZXJzL2NvdW50EqcBCgtHZXRDdXN0b21lchIoLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkdldEN1c3RvbWVyUmVxdWVzdBopLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkdldEN1c3RvbWVyUmVzcG9uc2UiQ6K7GB4KCmxpbmtzOnJlYWQSEHJldmVudWUtdHJhY2tpbmeC0+STAhtiCGN1c3RvbWVyEg8vY3VzdG9tZXJzL3tpZH0SuwEKDkNyZWF0ZUN1c3RvbWVyEisubGlucXVpZC5jdXN0b21lcnMudjEuQ3JlYXRlQ3VzdG9tZXJSZXF1ZXN0GiwubGlucXVpZC5jdXN0b21lcnMudjEuQ3JlYXRlQ3VzdG9tZXJSZXNwb25zZSJOorsYKwoMbGlua3M6Y3JlYXRlEhByZXZlbnVlLXRyYWNraW5nIAEqB2NyZWF0ZWSC0+STAhk6ASpiCGN1c3RvbWVyIgovY3VzdG9tZXJzErcBCg5VcGRhdGVDdXN0b21lchIrLmxpbnF1aWQuY3VzdG9tZXJzLnYxLlVwZGF0ZUN1c3RvbWVyUmVxdWVzdBosLmxpbnF1aWQuY3VzdG9tZXJzLnYxLlVwZGF0ZUN1c3RvbWVyUmVzcG9uc2UiSqK7GCIKDGxpbmtzOnVwZGF0ZRIQcmV2ZW51ZS10cmFja2luZyABgtPkkwIeOgEqYghjdXN0b21lcjIPL2N1c3RvbWVycy97aWR9EqoBCg5EZWxldGVDdXN0b21lchIrLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkRlbGV0ZUN1c3RvbWVyUmVxdWVzdBosLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkRlbGV0ZUN1c3RvbWVyUmVzcG9uc2UiPaK7GCIKDGxpbmtzOmRlbGV0ZRIQcmV2ZW51ZS10cmFja2luZyABgtPkkwIRKg8vY3VzdG9tZXJzL3tpZH0SbQoOU3RpdGNoQ3VzdG9tZXISKy5saW5xdWlkLmN1c3RvbWVycy52MS5TdGl0Y2hDdXN0b21lclJlcXVlc3QaLC5saW5xdWlkLmN1c3RvbWVycy52MS5TdGl0Y2hDdXN0b21lclJlc3BvbnNlIgAScAoPU3RpdGNoQ3VzdG9tZXJzEiwubGlucXVpZC5jdXN0b21lcnMudjEuU3RpdGNoQ3VzdG9tZXJzUmVxdWVzdBotLmxpbnF1aWQuY3VzdG9tZXJzLnYxLlN0aXRjaEN1c3RvbWVyc1Jlc3BvbnNlIgAScwoQU2V0Q3VzdG9tZXJTdGF0cxItLmxpbnF1aWQuY3VzdG9tZXJzLnYxLlNldEN1c3RvbWVyU3RhdHNSZXF1ZXN0Gi4ubGlucXVpZC5jdXN0b21lcnMudjEuU2V0Q3VzdG9tZXJTdGF0c1Jlc3BvbnNlIgBiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_rpc_error_details, file_linquid_policy_v1_policy, file_linquid_type_v1_pagination]);
 
 /**
  * Customer is a workspace's record of one person or account.
@@ -557,6 +559,114 @@ export const StitchCustomerResponseSchema: GenMessage<StitchCustomerResponse> = 
   messageDesc(file_linquid_customers_v1_customers, 15);
 
 /**
+ * @generated from message linquid.customers.v1.StitchCustomersRequest
+ */
+export type StitchCustomersRequest = Message<"linquid.customers.v1.StitchCustomersRequest"> & {
+  /**
+   * @generated from field: string workspace_id = 1;
+   */
+  workspaceId: string;
+
+  /**
+   * At most 1,000; each external id at most once.
+   *
+   * @generated from field: repeated linquid.customers.v1.StitchCustomersRequest.Item items = 2;
+   */
+  items: StitchCustomersRequest_Item[];
+};
+
+/**
+ * Describes the message linquid.customers.v1.StitchCustomersRequest.
+ * Use `create(StitchCustomersRequestSchema)` to create a new message.
+ */
+export const StitchCustomersRequestSchema: GenMessage<StitchCustomersRequest> = /*@__PURE__*/
+  messageDesc(file_linquid_customers_v1_customers, 16);
+
+/**
+ * Item is one customer to find or create, as in StitchCustomerRequest.
+ *
+ * @generated from message linquid.customers.v1.StitchCustomersRequest.Item
+ */
+export type StitchCustomersRequest_Item = Message<"linquid.customers.v1.StitchCustomersRequest.Item"> & {
+  /**
+   * @generated from field: string external_id = 1;
+   */
+  externalId: string;
+
+  /**
+   * @generated from field: optional string email = 2;
+   */
+  email?: string | undefined;
+
+  /**
+   * @generated from field: optional string name = 3;
+   */
+  name?: string | undefined;
+
+  /**
+   * @generated from field: optional string click_id = 4;
+   */
+  clickId?: string | undefined;
+};
+
+/**
+ * Describes the message linquid.customers.v1.StitchCustomersRequest.Item.
+ * Use `create(StitchCustomersRequest_ItemSchema)` to create a new message.
+ */
+export const StitchCustomersRequest_ItemSchema: GenMessage<StitchCustomersRequest_Item> = /*@__PURE__*/
+  messageDesc(file_linquid_customers_v1_customers, 16, 0);
+
+/**
+ * @generated from message linquid.customers.v1.StitchCustomersResponse
+ */
+export type StitchCustomersResponse = Message<"linquid.customers.v1.StitchCustomersResponse"> & {
+  /**
+   * @generated from field: repeated linquid.customers.v1.StitchCustomersResponse.Result results = 1;
+   */
+  results: StitchCustomersResponse_Result[];
+};
+
+/**
+ * Describes the message linquid.customers.v1.StitchCustomersResponse.
+ * Use `create(StitchCustomersResponseSchema)` to create a new message.
+ */
+export const StitchCustomersResponseSchema: GenMessage<StitchCustomersResponse> = /*@__PURE__*/
+  messageDesc(file_linquid_customers_v1_customers, 17);
+
+/**
+ * Result is the outcome of one item.
+ *
+ * @generated from message linquid.customers.v1.StitchCustomersResponse.Result
+ */
+export type StitchCustomersResponse_Result = Message<"linquid.customers.v1.StitchCustomersResponse.Result"> & {
+  /**
+   * Unset when the item is invalid.
+   *
+   * @generated from field: linquid.customers.v1.Customer customer = 1;
+   */
+  customer?: Customer | undefined;
+
+  /**
+   * @generated from field: bool created = 2;
+   */
+  created: boolean;
+
+  /**
+   * Set when the item is invalid: its field violations (field names as in Item).
+   *
+   * @generated from field: google.rpc.BadRequest invalid = 3;
+   */
+  invalid?: BadRequest | undefined;
+};
+
+/**
+ * Describes the message linquid.customers.v1.StitchCustomersResponse.Result.
+ * Use `create(StitchCustomersResponse_ResultSchema)` to create a new message.
+ */
+export const StitchCustomersResponse_ResultSchema: GenMessage<StitchCustomersResponse_Result> = /*@__PURE__*/
+  messageDesc(file_linquid_customers_v1_customers, 17, 0);
+
+/**
  * @generated from message linquid.customers.v1.SetCustomerStatsRequest
  */
 export type SetCustomerStatsRequest = Message<"linquid.customers.v1.SetCustomerStatsRequest"> & {
@@ -588,7 +698,7 @@ export type SetCustomerStatsRequest = Message<"linquid.customers.v1.SetCustomerS
  * Use `create(SetCustomerStatsRequestSchema)` to create a new message.
  */
 export const SetCustomerStatsRequestSchema: GenMessage<SetCustomerStatsRequest> = /*@__PURE__*/
-  messageDesc(file_linquid_customers_v1_customers, 16);
+  messageDesc(file_linquid_customers_v1_customers, 18);
 
 /**
  * @generated from message linquid.customers.v1.SetCustomerStatsResponse
@@ -607,7 +717,7 @@ export type SetCustomerStatsResponse = Message<"linquid.customers.v1.SetCustomer
  * Use `create(SetCustomerStatsResponseSchema)` to create a new message.
  */
 export const SetCustomerStatsResponseSchema: GenMessage<SetCustomerStatsResponse> = /*@__PURE__*/
-  messageDesc(file_linquid_customers_v1_customers, 17);
+  messageDesc(file_linquid_customers_v1_customers, 19);
 
 /**
  * CustomersService owns customer identity per workspace.
@@ -691,6 +801,18 @@ export const CustomersService: GenService<{
     methodKind: "unary";
     input: typeof StitchCustomerRequestSchema;
     output: typeof StitchCustomerResponseSchema;
+  },
+  /**
+   * Internal. StitchCustomer for up to 1,000 external ids of one workspace in
+   * one call, for ingestion in bulk: one result per item, in order. An invalid
+   * item gets its field violations and does not stop the others.
+   *
+   * @generated from rpc linquid.customers.v1.CustomersService.StitchCustomers
+   */
+  stitchCustomers: {
+    methodKind: "unary";
+    input: typeof StitchCustomersRequestSchema;
+    output: typeof StitchCustomersResponseSchema;
   },
   /**
    * Internal. Replaces a customer's stats block with the analytics service's
