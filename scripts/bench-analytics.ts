@@ -48,12 +48,13 @@ function pct(samples: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
 }
 
-async function timeIt(runs: number, fn: (i: number) => Promise<unknown>): Promise<{ p50: number; p95: number }> {
+/** p50/p95 of `runs` calls; with `selfTimed`, `fn` returns the milliseconds to count. */
+async function timeIt(runs: number, fn: (i: number) => Promise<unknown>, selfTimed = false): Promise<{ p50: number; p95: number }> {
   const samples: number[] = [];
   for (let i = 0; i < runs; i++) {
     const t = performance.now();
-    await fn(i);
-    samples.push(performance.now() - t);
+    const ms = await fn(i);
+    samples.push(selfTimed ? (ms as number) : performance.now() - t);
   }
   return { p50: pct(samples, 50), p95: pct(samples, 95) };
 }
@@ -174,8 +175,15 @@ async function main(): Promise<void> {
           await res.text();
           return res.headers.get("x-cache");
         };
-        for (let i = 0; i < RUNS; i++) await get(i); // warm the snapshot cache
-        cached[name] = await timeIt(RUNS, get);
+        // Each timed read follows a read of the same snapshot (the cache TTL is short).
+        let misses = 0;
+        cached[name] = await timeIt(RUNS, async (i) => {
+          await get(i);
+          const t = performance.now();
+          if ((await get(i)) !== "HIT") misses++;
+          return performance.now() - t;
+        }, true);
+        if (misses > 0) say(`${label} ${name}: ${misses} of ${RUNS} cached reads missed`);
       }
       // Naive: the month cohort question from the raw events.
       const events = mongo.db(`${config.mongodbDbPrefix}_analytics`).collection("events");
