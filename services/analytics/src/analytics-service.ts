@@ -197,9 +197,7 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
     v.throwIfAny();
     const customerId = await this.resolve(req.workspaceId, req.id);
     const repo = this.engine.repo;
-    const [events, total] = await query(() =>
-      Promise.all([repo.journey(req.workspaceId, customerId, range.start, range.end, (page - 1) * limit, limit), repo.countJourney(req.workspaceId, customerId, range.start, range.end)]),
-    );
+    const { events, total } = await query(() => repo.journey(req.workspaceId, customerId, range.start, range.end, (page - 1) * limit, limit));
     const totalPages = Math.ceil(total / limit);
     return {
       touchpoints: events.map((e) =>
@@ -228,7 +226,7 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
     const s: TotalsState = await query(async () =>
       range.start === undefined && range.end === undefined
         ? stateOf((await repo.findTotals(req.workspaceId, [customerId])).get(customerId))
-        : foldEvents(emptyTotals(), await repo.journey(req.workspaceId, customerId, range.start, range.end, 0, 0)),
+        : foldEvents(emptyTotals(), (await repo.journey(req.workspaceId, customerId, range.start, range.end, 0, 0)).events),
     );
     const currency = await this.engine.currency(req.workspaceId);
     return {

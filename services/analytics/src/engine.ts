@@ -9,7 +9,8 @@
  *     (`click_owners`, insert-only: the first claim wins);
  *  4. write an `ingest_ops` marker, then insertMany the raw events (ordered:false; E11000 =
  *     replay, answered from the stored original);
- *  5. under the workspace's write lock: attach stored clicks that were claimed now, fold the
+ *  5. under the workspace's write lock: attach stored clicks that were claimed now, add the
+ *     events to their customers' timelines ($addToSet, idempotent), fold the
  *     new events into each customer's `customer_totals` (compare-and-set on `version`,
  *     recording the op in `recentOps`), then $inc the rollup cells by the difference between
  *     the customer's old and new contribution (one bulkWrite for the whole batch);
@@ -27,7 +28,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { CustomersService, WorkspacesService } from "@linquid/contracts";
 import { invalidArgument, newId, violationsIn, type Logger } from "@linquid/mesh";
-import type { AnalyticsRepository, ClickOwnerDoc, EventDoc, TotalsDoc } from "./repository.js";
+import { timelineEntry, type AnalyticsRepository, type ClickOwnerDoc, type EventDoc, type TotalsDoc } from "./repository.js";
 import { accumulate, contributions, diffCells, emptyTotals, foldEvents, nonZero, type CellDelta, type TotalsState } from "./totals.js";
 import type { IncomingEvent } from "./validation.js";
 
@@ -278,6 +279,8 @@ export class AnalyticsEngine {
       byCustomer.set(e.customerId, list);
     }
     if (byCustomer.size === 0) return [];
+    // Timelines first: adding is idempotent, so a crash after it leaves nothing to undo.
+    await this.repo.addToTimelines(ws, byCustomer);
     let current = await this.repo.findTotals(ws, [...byCustomer.keys()]);
     const deltas = new Map<string, CellDelta>();
     const written: TotalsDoc[] = [];
@@ -313,6 +316,7 @@ export class AnalyticsEngine {
     for (let attempt = 0; attempt < 20; attempt++) {
       const doc = (await this.repo.findTotals(ws, [customerId])).get(customerId);
       const events = await this.repo.customerEvents(ws, customerId);
+      await this.repo.setTimeline(ws, customerId, events);
       const before = stateOf(doc);
       const after = foldEvents(emptyTotals(), events);
       const ops = [...new Set([...(doc?.recentOps ?? []), ...events.map((e) => e.opId)])].slice(-RECENT_OPS);
@@ -324,10 +328,11 @@ export class AnalyticsEngine {
     throw new ConnectError("customer totals keep changing; retry", Code.Unavailable);
   }
 
-  /** Rebuilds every total and rollup cell of a workspace from its raw events. Call under the workspace lock. */
+  /** Rebuilds every total, timeline and rollup cell of a workspace from its raw events. Call under the workspace lock. */
   async rebuild(ws: string): Promise<{ customers: number; events: number }> {
     const byCustomer = new Map<string, TotalsState>();
     const opsOf = new Map<string, string[]>();
+    const timelineOf = new Map<string, string[]>();
     let events = 0;
     for await (const e of this.repo.workspaceEvents(ws)) {
       events++;
@@ -336,12 +341,16 @@ export class AnalyticsEngine {
       const ops = opsOf.get(e.customerId) ?? [];
       ops.push(e.opId);
       opsOf.set(e.customerId, ops);
+      const timeline = timelineOf.get(e.customerId) ?? [];
+      timeline.push(timelineEntry(e));
+      timelineOf.set(e.customerId, timeline);
     }
     const versions = new Map<string, number>();
     for await (const t of this.repo.workspaceTotals(ws)) versions.set(t.customerId, t.version);
     await this.repo.dropWorkspaceRollups(ws);
     const docs = [...byCustomer].map(([id, s]) => totalsDoc(ws, id, s, (versions.get(id) ?? 0) + 1, [...new Set(opsOf.get(id))].slice(-RECENT_OPS)));
     await this.repo.insertTotalsMany(docs);
+    await this.repo.insertTimelinesMany([...timelineOf].map(([customerId, entries]) => ({ _id: `${ws}:${customerId}`, workspaceId: ws, customerId, entries })));
     const deltas = new Map<string, CellDelta>();
     for (const [, s] of byCustomer) accumulate(deltas, contributions(ws, s), 1);
     await this.repo.applyDeltas(nonZero(deltas));

@@ -8,7 +8,7 @@
 import { dayKey, dayStartMs, DAY_MS, isoWeekKey, monthIndex, monthKeyOfIndex } from "./buckets.js";
 import type { TimeRange } from "./dates.js";
 import type { AnalyticsRepository, CohortCellDoc } from "./repository.js";
-import { cohortValues, contributions, type CohortDimension, type CohortValues } from "./totals.js";
+import { cohortValues, contributions, dayCellId, type CohortDimension, type CohortValues, type DayDimension } from "./totals.js";
 import { stateOf } from "./engine.js";
 
 export interface CohortRow extends CohortValues {
@@ -87,7 +87,7 @@ export async function cohorts(repo: AnalyticsRepository, ws: string, dim: Cohort
   const { fromDay, toDay, partial } = splitRange(range);
   if (fromDay <= toDay) {
     const dayDim = dim === "week" || dim === "month" ? "day" : dim;
-    for (const c of await repo.dayCellsOf(ws, dayDim, fromDay, toDay)) {
+    for (const c of await dayCellsInRange(repo, ws, dayDim, fromDay, toDay)) {
       const key = dim === "week" ? isoWeekKey(new Date(dayStartMs(c.day!))) : dim === "month" ? c.day!.slice(0, 7) : c.key;
       addInto(m, key, valuesOf(c));
     }
@@ -100,6 +100,31 @@ export async function cohorts(repo: AnalyticsRepository, ws: string, dim: Cohort
     }
   }
   return toRows(m);
+}
+
+/** Above this many candidate cells a range read filters by day instead of naming each cell. */
+const MAX_NAMED_DAY_CELLS = 20_000;
+
+/**
+ * The day cells of one dimension in [fromDay, toDay]. A day cell can only hold customers when
+ * the all-time cells hold them too (same first touch), so the candidates are named from those:
+ * the days of the months that have customers, times the dimension's keys that have customers,
+ * and read by `_id` — a read proportional to the answer on any backend. Very wide ranges over
+ * many keys fall back to the (workspace, dim, day) index.
+ */
+async function dayCellsInRange(repo: AnalyticsRepository, ws: string, dim: DayDimension, fromDay: string, toDay: string): Promise<CohortCellDoc[]> {
+  const [months, keyCells] = await Promise.all([repo.cohortCellsOf(ws, "month"), dim === "day" ? Promise.resolve(null) : repo.cohortCellsOf(ws, dim)]);
+  const keys = keyCells === null ? [null] : keyCells.filter((c) => c.customers > 0).map((c) => c.key);
+  const days: string[] = [];
+  for (const m of months) {
+    if (m.customers <= 0 || m.key === null) continue;
+    for (let t = dayStartMs(`${m.key}-01`); dayKey(new Date(t)).startsWith(m.key); t += DAY_MS) {
+      const d = dayKey(new Date(t));
+      if (d >= fromDay && d <= toDay) days.push(d);
+    }
+  }
+  if (days.length * keys.length > MAX_NAMED_DAY_CELLS) return repo.dayCellsOf(ws, dim, fromDay, toDay);
+  return repo.dayCellsByIds(days.flatMap((d) => keys.map((k) => dayCellId(ws, dim, d, k))));
 }
 
 export async function ltvCohorts(repo: AnalyticsRepository, ws: string, months: number, now: Date): Promise<LtvRow[]> {

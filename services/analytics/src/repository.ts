@@ -12,7 +12,7 @@ import type { AnyBulkWriteOperation, Collection, Db, Document } from "mongodb";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { dbCall, insertManyNew } from "@linquid/mesh";
 import type { IncomingEvent } from "./validation.js";
-import type { CellDelta, CohortDimension, DayDimension, TotalsState } from "./totals.js";
+import { touchBefore, type CellDelta, type CohortDimension, type DayDimension, type TotalsState } from "./totals.js";
 
 export interface EventDoc extends Omit<IncomingEvent, "keyed"> {
   workspaceId: string;
@@ -42,6 +42,28 @@ export interface TotalsDoc extends TotalsState {
   /** The last ingestions folded in, so a recovered one is not folded twice. */
   recentOps: string[];
   updatedAt: Date;
+}
+
+/**
+ * A customer's timeline: one entry, "<ISO time>|<event _id>", per event folded into its totals,
+ * kept at write time so that a journey page costs two `_id` reads (this document, then the
+ * page's events) however large the workspace's event collection grows.
+ */
+export interface TimelineDoc {
+  _id: string;
+  workspaceId: string;
+  customerId: string;
+  entries: string[];
+}
+
+/** The timeline entry of an event; entries sort like events by (at, _id) once parsed. */
+export function timelineEntry(e: { at: Date; _id: string }): string {
+  return `${e.at.toISOString()}|${e._id}`;
+}
+
+function parseEntry(entry: string): { at: Date; ref: string } {
+  const bar = entry.indexOf("|");
+  return { at: new Date(entry.slice(0, bar)), ref: entry.slice(bar + 1) };
 }
 
 export interface CohortCellDoc {
@@ -90,6 +112,7 @@ export class AnalyticsRepository {
   readonly dayCells: Collection<CohortCellDoc>;
   readonly ltvCells: Collection<LtvCellDoc>;
   readonly ops: Collection<OpDoc>;
+  readonly timelines: Collection<TimelineDoc>;
   constructor(db: Db) {
     this.events = db.collection<EventDoc>("events");
     this.owners = db.collection<ClickOwnerDoc>("click_owners");
@@ -98,6 +121,7 @@ export class AnalyticsRepository {
     this.dayCells = db.collection<CohortCellDoc>("cohort_day_cells");
     this.ltvCells = db.collection<LtvCellDoc>("ltv_cells");
     this.ops = db.collection<OpDoc>("ingest_ops");
+    this.timelines = db.collection<TimelineDoc>("customer_timelines");
   }
 
   /** Documents by `_id` (the embedded FerretDB answers `_id` and `_id: {$in}` from its index). */
@@ -147,14 +171,41 @@ export class AnalyticsRepository {
     return dbCall("events", "find", () => this.events.find({ workspaceId: ws, customerId }).sort({ at: 1, _id: 1 }).toArray());
   }
 
-  journey(ws: string, customerId: string, start: number | undefined, end: number | undefined, skip: number, limit: number): Promise<EventDoc[]> {
-    return dbCall("events", "find", () =>
-      this.events.find(journeyFilter(ws, customerId, start, end)).sort({ at: 1, _id: 1 }).skip(skip).limit(limit).toArray(),
-    );
+  /**
+   * A customer's events in (at, _id) order within [start, end], `limit` of them from `skip`
+   * (limit 0: all), and how many there are in the range: read through its timeline.
+   */
+  async journey(ws: string, customerId: string, start: number | undefined, end: number | undefined, skip: number, limit: number): Promise<{ events: EventDoc[]; total: number }> {
+    const doc = await dbCall("customer_timelines", "findOne", () => this.timelines.findOne({ _id: `${ws}:${customerId}` }));
+    const entries = (doc?.entries ?? [])
+      .map(parseEntry)
+      .filter((e) => (start === undefined || e.at.getTime() >= start) && (end === undefined || e.at.getTime() <= end))
+      .sort((a, b) => (touchBefore(a, b) ? -1 : touchBefore(b, a) ? 1 : 0));
+    const page = entries.slice(skip, limit === 0 ? undefined : skip + limit).map((e) => e.ref);
+    const byId = new Map((await this.findEvents(page)).map((e) => [e._id, e]));
+    return { events: page.map((id) => byId.get(id)).filter((e): e is EventDoc => e !== undefined), total: entries.length };
   }
 
-  countJourney(ws: string, customerId: string, start: number | undefined, end: number | undefined): Promise<number> {
-    return dbCall("events", "countDocuments", () => this.events.countDocuments(journeyFilter(ws, customerId, start, end)));
+  /** Adds events to their customers' timelines (idempotent: $addToSet). */
+  async addToTimelines(ws: string, byCustomer: ReadonlyMap<string, readonly EventDoc[]>): Promise<void> {
+    const ops: AnyBulkWriteOperation<TimelineDoc>[] = [...byCustomer].map(([customerId, events]) => ({
+      updateOne: {
+        filter: { _id: `${ws}:${customerId}` },
+        update: { $addToSet: { entries: { $each: events.map(timelineEntry) } }, $setOnInsert: { workspaceId: ws, customerId } },
+        upsert: true,
+      },
+    }));
+    for (const part of chunks(ops, BULK_CHUNK)) await dbCall("customer_timelines", "bulkWrite", () => this.timelines.bulkWrite(part, { ordered: false }));
+  }
+
+  /** Replaces a customer's timeline with exactly these events. */
+  async setTimeline(ws: string, customerId: string, events: readonly EventDoc[]): Promise<void> {
+    const doc = { workspaceId: ws, customerId, entries: events.map(timelineEntry) };
+    await dbCall("customer_timelines", "replaceOne", () => this.timelines.replaceOne({ _id: `${ws}:${customerId}` }, doc, { upsert: true }));
+  }
+
+  async insertTimelinesMany(docs: readonly TimelineDoc[]): Promise<void> {
+    for (const part of chunks(docs, 1000)) await dbCall("customer_timelines", "insertMany", () => this.timelines.insertMany(part as TimelineDoc[], { ordered: false }));
   }
 
   /** Removes PII from a customer's events; returns how many changed. */
@@ -251,6 +302,10 @@ export class AnalyticsRepository {
     return dbCall("cohort_day_cells", "find", () => this.dayCells.find({ workspaceId: ws, dim, day: { $gte: fromDay, $lte: toDay } }).toArray());
   }
 
+  dayCellsByIds(ids: readonly string[]): Promise<CohortCellDoc[]> {
+    return this.byIds(this.dayCells, ids);
+  }
+
   ltvCellsOf(ws: string, months: readonly string[]): Promise<LtvCellDoc[]> {
     return dbCall("ltv_cells", "find", () => this.ltvCells.find({ workspaceId: ws, cohortMonth: { $in: [...months] } }).toArray());
   }
@@ -260,7 +315,7 @@ export class AnalyticsRepository {
   }
 
   async dropWorkspaceRollups(ws: string): Promise<void> {
-    for (const col of [this.cohortCells, this.dayCells, this.ltvCells, this.totals] as unknown as Collection<never>[]) {
+    for (const col of [this.cohortCells, this.dayCells, this.ltvCells, this.totals, this.timelines] as unknown as Collection<never>[]) {
       await dbCall(col.collectionName, "deleteMany", () => col.deleteMany({ workspaceId: ws } as never));
     }
   }
@@ -284,9 +339,3 @@ export class AnalyticsRepository {
   }
 }
 
-function journeyFilter(ws: string, customerId: string, start: number | undefined, end: number | undefined) {
-  const at: Record<string, Date> = {};
-  if (start !== undefined) at["$gte"] = new Date(start);
-  if (end !== undefined) at["$lte"] = new Date(end);
-  return Object.keys(at).length === 0 ? { workspaceId: ws, customerId } : { workspaceId: ws, customerId, at };
-}

@@ -1,8 +1,8 @@
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AnalyticsService, CustomersService } from "@linquid/contracts";
 import { violationsOf } from "@linquid/mesh";
-import { startTestMesh, type TestMesh } from "@linquid/mesh/testing";
+import { pluginDatabase, startTestMesh, type TestMesh } from "@linquid/mesh/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const ts = (iso: string) => timestampFromDate(new Date(iso));
@@ -90,8 +90,21 @@ describe("analytics tracking and reads", () => {
     expect(summary.summary).toMatchObject({ clicks: 1n, leads: 1n, sales: 1n, revenue: 10n, timeToFirstSaleSeconds: 2n * 86400n });
     expect((await a.scrubCustomer({ workspaceId: ws, customerId: cust })).scrubbedEvents).toBe(2n);
     expect((await a.scrubCustomer({ workspaceId: ws, customerId: cust })).scrubbedEvents).toBe(0n);
+    const journeyOf = async () => (await a.getJourney({ workspaceId: ws, id: cust })).touchpoints.map((t) => [t.type, timestampDate(t.timestamp!).toISOString()]);
+    const journey = await journeyOf();
+    expect(journey).toEqual([
+      ["click", "2026-01-05T00:00:00.000Z"],
+      ["lead", "2026-01-06T00:00:00.000Z"],
+      ["sale", "2026-01-07T00:00:00.000Z"],
+    ]);
+    // The journey reads the customer's timeline; a rebuild recreates it from the raw events.
+    const { db, close } = await pluginDatabase(mesh, "analytics");
+    await db.collection("customer_timelines").deleteMany({ workspaceId: ws });
+    await close();
+    expect(await journeyOf()).toEqual([]);
     const rebuilt = await a.rebuildWorkspace({ workspaceId: ws });
     expect(rebuilt).toMatchObject({ customers: 1n, events: 3n });
+    expect(await journeyOf()).toEqual(journey);
     const cohorts = await a.getCohorts({ workspaceId: ws, groupBy: "week" });
     expect(cohorts.cohorts.map((c) => [c.cohort, c.customers, c.sales, c.revenue])).toEqual([["2026-W02", 1n, 1n, 10n]]);
   });

@@ -7,6 +7,7 @@ import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { DescService } from "@bufbuild/protobuf";
 import { WorkspacesService } from "@linquid/contracts";
+import { MongoClient, type Db } from "mongodb";
 import { inject } from "vitest";
 import { loadConfig, type MeshConfig } from "../config.js";
 import { startHost, type Host } from "../host.js";
@@ -92,4 +93,11 @@ export async function startTestMesh(env: Record<string, string> = {}): Promise<T
     },
   };
   return mesh;
+}
+
+/** A plugin's own database in a test mesh, through a client of the test's own (to inspect or damage it). */
+export async function pluginDatabase(mesh: TestMesh, plugin: string): Promise<{ db: Db; close: () => Promise<void> }> {
+  const client = new MongoClient(mesh.host.mongodbUri!, { retryWrites: false });
+  await client.connect();
+  return { db: client.db(`${mesh.config.mongodbDbPrefix}_${plugin}`), close: () => client.close() };
 }
