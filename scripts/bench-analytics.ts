@@ -28,25 +28,13 @@ import { AnalyticsService, TrackedEventSchema, WorkspacesService, type TrackedEv
 import { createLogger, loadConfig, newId, startHost } from "@linquid/mesh";
 import { MongoClient } from "mongodb";
 import { generate, progressBar } from "./generate-data.js";
+import { intEnv, pct, say } from "./bench-support.js";
 
 const SMALL = intEnv("BENCH_SMALL", 10_000);
 const LARGE = intEnv("BENCH_LARGE", 1_000_000);
 const LOAD_MINUTES = intEnv("BENCH_LOAD_MINUTES", 15);
 const RUNS = intEnv("BENCH_RUNS", 20);
 const EVENTS_PER_CUSTOMER = 6; // roughly, for generate-data's traffic
-
-function intEnv(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  if (!/^\d+$/.test(raw) || Number(raw) < 1) throw new Error(`${name}: expected a positive integer, got "${raw}"`);
-  return Number(raw);
-}
-const say = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
-
-function pct(samples: number[], p: number): number {
-  const s = [...samples].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-}
 
 /** p50/p95 of `runs` calls; with `selfTimed`, `fn` returns the milliseconds to count. */
 async function timeIt(runs: number, fn: (i: number) => Promise<unknown>, selfTimed = false): Promise<{ p50: number; p95: number }> {

@@ -9,8 +9,7 @@
  * Every call goes through dbCall, which maps driver errors to RPC codes.
  */
 import type { AnyBulkWriteOperation, Collection, Db, Document } from "mongodb";
-import { Code, ConnectError } from "@connectrpc/connect";
-import { dbCall, insertManyNew } from "@linquid/mesh";
+import { dbCall, insertIfAbsent, insertManyNew } from "@linquid/mesh";
 import type { IncomingEvent } from "./validation.js";
 import { touchBefore, type CellDelta, type CohortDimension, type DayDimension, type TotalsState } from "./totals.js";
 
@@ -247,15 +246,7 @@ export class AnalyticsRepository {
 
   /** Writes a totals doc if it is still at `expectedVersion` (0 = not stored yet). False on conflict. */
   async writeTotals(doc: TotalsDoc, expectedVersion: number): Promise<boolean> {
-    if (expectedVersion === 0) {
-      try {
-        await dbCall("customer_totals", "insertOne", () => this.totals.insertOne(doc));
-        return true;
-      } catch (err) {
-        if (err instanceof ConnectError && err.code === Code.AlreadyExists) return false;
-        throw err;
-      }
-    }
+    if (expectedVersion === 0) return insertIfAbsent(this.totals, doc);
     const { _id, ...rest } = doc;
     const r = await dbCall("customer_totals", "replaceOne", () => this.totals.replaceOne({ _id, version: expectedVersion }, rest));
     return r.matchedCount === 1;

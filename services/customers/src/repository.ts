@@ -44,7 +44,7 @@ import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { dbCall, ensureIndexes, insertManyNew, newId } from "@linquid/mesh";
+import { dbCall, ensureIndexes, insertIfAbsent, insertManyNew, newId } from "@linquid/mesh";
 import type { Collection, Db, Filter, UpdateFilter } from "mongodb";
 import { withDocLock } from "./doc-locks.js";
 import { identityKeyId } from "./identity.js";
@@ -195,13 +195,8 @@ export class MongoCustomersRepository implements CustomersRepository, ScrubRepos
       } else {
         const now = new Date();
         const doc = newCustomerDoc(id, workspaceId, externalId, patch, now);
-        try {
-          await dbCall("customers", "insertOne", () => this.customers.insertOne(doc));
-          return { doc, created: true };
-        } catch (err) {
-          // The id was poisoned by a writer that took the key over; start again.
-          if (!(err instanceof ConnectError && err.code === Code.AlreadyExists)) throw err;
-        }
+        if (await insertIfAbsent(this.customers, doc)) return { doc, created: true };
+        // Otherwise the id was poisoned by a writer that took the key over; start again.
       }
       await backoff(attempt, deadline);
     }
@@ -399,13 +394,8 @@ export class MongoCustomersRepository implements CustomersRepository, ScrubRepos
       const token = randomBytes(12).toString("base64url");
       const key = await dbCall("customer_keys", "findOne", () => this.keys.findOne({ _id }));
       if (key === null) {
-        try {
-          await dbCall("customer_keys", "insertOne", () => this.keys.insertOne({ _id, customerId: target, token, at: new Date() }));
-          return { kind: "claimed", token };
-        } catch (err) {
-          if (err instanceof ConnectError && err.code === Code.AlreadyExists) continue;
-          throw err;
-        }
+        if (await insertIfAbsent(this.keys, { _id, customerId: target, token, at: new Date() })) return { kind: "claimed", token };
+        continue;
       }
       if (key.customerId !== target) {
         const holder = await dbCall("customers", "findOne", () => this.customers.findOne({ _id: key.customerId }));
@@ -442,13 +432,7 @@ export class MongoCustomersRepository implements CustomersRepository, ScrubRepos
       deletedAt: now,
       tombstone: true,
     };
-    try {
-      await dbCall("customers", "insertOne", () => this.customers.insertOne(tomb));
-      return true;
-    } catch (err) {
-      if (err instanceof ConnectError && err.code === Code.AlreadyExists) return false;
-      throw err;
-    }
+    return insertIfAbsent(this.customers, tomb);
   }
 }
 

@@ -14,6 +14,7 @@
  */
 import { SpanKind, trace } from "@opentelemetry/api";
 import { MongoBulkWriteError, MongoClient, type Collection, type Db, type Document, type IndexDescription, type OptionalUnlessRequiredId } from "mongodb";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { fromMongoError } from "./errors.js";
 import { inSpan } from "./spans.js";
 
@@ -87,4 +88,15 @@ export async function insertManyNew<T extends Document & { _id: string }>(collec
     });
   }
   return existing;
+}
+
+/** Inserts one document unless its `_id` (or another unique key) exists: true when inserted. */
+export async function insertIfAbsent<T extends Document>(collection: Collection<T>, doc: OptionalUnlessRequiredId<T>): Promise<boolean> {
+  try {
+    await dbCall(collection.collectionName, "insertOne", () => collection.insertOne(doc));
+    return true;
+  } catch (err) {
+    if (err instanceof ConnectError && err.code === Code.AlreadyExists) return false;
+    throw err;
+  }
 }
