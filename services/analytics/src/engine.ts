@@ -132,7 +132,7 @@ export class AnalyticsEngine {
       const currency = await this.currency(ws);
       events.forEach((e, i) => {
         if (e.type === "sale" && e.currency !== currency) {
-          out[i] = { eventId: "", customerId: null, duplicate: false, failure: new ConnectError(`currency: must be the workspace's reporting currency ${currency}`, Code.InvalidArgument) };
+          out[i] = { eventId: "", customerId: null, duplicate: false, failure: invalidArgument([{ field: "currency", issue: `must be the workspace's reporting currency ${currency}` }]) };
         }
       });
     }

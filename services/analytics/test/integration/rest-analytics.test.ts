@@ -29,6 +29,7 @@ describe("analytics over REST", () => {
     const eur = await mesh.request("POST", "/track/sale", { key, body: { externalId: "u1", amount: 5, currency: "EUR", invoiceId: "i2" } });
     expect(eur.status).toBe(400);
     expect(eur.body.error.code).toBe("VALIDATION_ERROR");
+    expect(eur.body.error.details).toEqual([{ field: "currency", issue: "must be the workspace's reporting currency USD" }]);
     const bad = await mesh.request("GET", "/customers/cohorts?group_by=year", { key });
     expect(bad.status).toBe(400);
     expect(bad.body.error.details).toEqual([expect.objectContaining({ field: "group_by" })]);
