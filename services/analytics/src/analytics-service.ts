@@ -4,7 +4,7 @@
  * cohort math in reads.ts.
  */
 import { create } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client, type ServiceImpl } from "@connectrpc/connect";
 import {
   AttributionSchema,
@@ -22,6 +22,7 @@ import {
   type GetLtvCohortsRequest,
   type RebuildWorkspaceRequest,
   type RecalculateLtvRequest,
+  type RegisterCustomerRequest,
   type ScrubCustomerRequest,
   type Touch as TouchMsg,
   type TrackBatchRequest,
@@ -271,6 +272,17 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
     if (req.customerId === "") v.add("customerId", "is required");
     v.throwIfAny();
     return { scrubbedEvents: BigInt(await this.engine.repo.scrub(req.workspaceId, req.customerId)) };
+  }
+
+  async registerCustomer(req: RegisterCustomerRequest) {
+    const v = new Violations();
+    if (req.workspaceId === "") v.add("workspaceId", "is required");
+    if (req.customerId === "") v.add("customerId", "is required");
+    if (req.createdAt === undefined) v.add("createdAt", "is required");
+    v.throwIfAny();
+    const createdAt = timestampDate(req.createdAt!);
+    const doc = await this.engine.lock.run(req.workspaceId, () => this.engine.register(req.workspaceId, req.customerId, createdAt));
+    return { registered: doc !== null };
   }
 
   async rebuildWorkspace(req: RebuildWorkspaceRequest) {

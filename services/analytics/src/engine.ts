@@ -29,7 +29,7 @@ import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { CustomersService, WorkspacesService } from "@linquid/contracts";
 import { invalidArgument, newId, violationsIn, type Logger } from "@linquid/mesh";
 import { timelineEntry, type AnalyticsRepository, type ClickOwnerDoc, type EventDoc, type TotalsDoc } from "./repository.js";
-import { accumulate, contributions, diffCells, emptyTotals, foldEvents, nonZero, type CellDelta, type TotalsState } from "./totals.js";
+import { accumulate, cohortAnchor, contributions, diffCells, emptyTotals, foldEvents, nonZero, type CellDelta, type TotalsState } from "./totals.js";
 import type { IncomingEvent } from "./validation.js";
 
 export interface TrackOutcome {
@@ -75,11 +75,11 @@ async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) 
 export function stateOf(doc: TotalsDoc | undefined): TotalsState {
   if (doc === undefined) return emptyTotals();
   const { leads, sales, revenue, clicks, customEvents, firstTouch, lastTouch, firstClick, firstSaleAt, links, campaigns, sources, revenueByMonth } = doc;
-  return { leads, sales, revenue, clicks, customEvents, firstTouch, lastTouch, firstClick, firstSaleAt, links, campaigns, sources, revenueByMonth };
+  return { leads, sales, revenue, clicks, customEvents, firstTouch, lastTouch, firstClick, firstSaleAt, links, campaigns, sources, revenueByMonth, createdAt: doc.createdAt ?? null };
 }
 
 function totalsDoc(ws: string, customerId: string, s: TotalsState, version: number, recentOps: string[]): TotalsDoc {
-  return { _id: `${ws}:${customerId}`, workspaceId: ws, customerId, ...s, firstTouchAt: s.firstTouch?.at ?? null, version, recentOps, updatedAt: new Date() };
+  return { _id: `${ws}:${customerId}`, workspaceId: ws, customerId, ...s, firstTouchAt: cohortAnchor(s), version, recentOps, updatedAt: new Date() };
 }
 
 const RECENT_OPS = 32;
@@ -318,7 +318,7 @@ export class AnalyticsEngine {
       const events = await this.repo.customerEvents(ws, customerId);
       await this.repo.setTimeline(ws, customerId, events);
       const before = stateOf(doc);
-      const after = foldEvents(emptyTotals(), events);
+      const after = foldEvents({ ...emptyTotals(), createdAt: before.createdAt }, events);
       const ops = [...new Set([...(doc?.recentOps ?? []), ...events.map((e) => e.opId)])].slice(-RECENT_OPS);
       const next = totalsDoc(ws, customerId, after, (doc?.version ?? 0) + 1, ops);
       if (!(await this.repo.writeTotals(next, doc?.version ?? 0))) continue;
@@ -330,7 +330,13 @@ export class AnalyticsEngine {
 
   /** Rebuilds every total, timeline and rollup cell of a workspace from its raw events. Call under the workspace lock. */
   async rebuild(ws: string): Promise<{ customers: number; events: number }> {
-    const byCustomer = new Map<string, TotalsState>();
+    const versions = new Map<string, number>();
+    const createdAt = new Map<string, Date>();
+    for await (const t of this.repo.workspaceTotals(ws)) {
+      versions.set(t.customerId, t.version);
+      if (t.createdAt != null) createdAt.set(t.customerId, t.createdAt);
+    }
+    const byCustomer = new Map<string, TotalsState>([...createdAt].map(([id, at]) => [id, { ...emptyTotals(), createdAt: at }]));
     const opsOf = new Map<string, string[]>();
     const timelineOf = new Map<string, string[]>();
     let events = 0;
@@ -345,8 +351,6 @@ export class AnalyticsEngine {
       timeline.push(timelineEntry(e));
       timelineOf.set(e.customerId, timeline);
     }
-    const versions = new Map<string, number>();
-    for await (const t of this.repo.workspaceTotals(ws)) versions.set(t.customerId, t.version);
     await this.repo.dropWorkspaceRollups(ws);
     const docs = [...byCustomer].map(([id, s]) => totalsDoc(ws, id, s, (versions.get(id) ?? 0) + 1, [...new Set(opsOf.get(id))].slice(-RECENT_OPS)));
     await this.repo.insertTotalsMany(docs);
@@ -356,6 +360,24 @@ export class AnalyticsEngine {
     await this.repo.applyDeltas(nonZero(deltas));
     await this.pushStats(ws, docs);
     return { customers: docs.length, events };
+  }
+
+  /**
+   * Records a customer's creation time (RegisterCustomer); moves it into the cohort of that time
+   * when it has no touchpoint. Call under the workspace lock. Null when it was known already.
+   */
+  async register(ws: string, customerId: string, createdAt: Date): Promise<TotalsDoc | null> {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const doc = (await this.repo.findTotals(ws, [customerId])).get(customerId);
+      const before = stateOf(doc);
+      if (before.createdAt !== null) return null;
+      const after = { ...before, createdAt };
+      const next = totalsDoc(ws, customerId, after, (doc?.version ?? 0) + 1, doc?.recentOps ?? []);
+      if (!(await this.repo.writeTotals(next, doc?.version ?? 0))) continue;
+      await this.repo.applyDeltas(diffCells(ws, before, after));
+      return next;
+    }
+    throw new ConnectError("customer totals keep changing; retry", Code.Unavailable);
   }
 
   /** Finishes ingestions whose process died midway (see the file comment). */

@@ -57,6 +57,8 @@ export interface TotalsState {
   sources: TouchCount[];
   /** Revenue by sale month ("2026-04"), for LTV. */
   revenueByMonth: Array<{ month: string; revenue: number }>;
+  /** When the customer was created, if the customers service told (RegisterCustomer). */
+  createdAt: Date | null;
 }
 
 export function emptyTotals(): TotalsState {
@@ -74,6 +76,7 @@ export function emptyTotals(): TotalsState {
     campaigns: [],
     sources: [],
     revenueByMonth: [],
+    createdAt: null,
   };
 }
 
@@ -183,18 +186,24 @@ export const cohortCellId = (ws: string, dim: CohortDimension, key: string | nul
 export const dayCellId = (ws: string, dim: DayDimension, day: string, key: string | null) => `${ws}|${dim}|${day}|${keyPart(key)}`;
 export const ltvCellId = (ws: string, cohortMonth: string, offset: number) => `${ws}|${cohortMonth}|${offset}`;
 
+/** What places a customer in cohorts: its first touch, or its creation time when it has no touchpoint. */
+export function cohortAnchor(s: TotalsState): Date | null {
+  return s.firstTouch?.at ?? s.createdAt;
+}
+
 export function cohortValues(s: TotalsState): CohortValues {
   return { customers: 1, leads: s.leads, sales: s.sales, revenue: s.revenue, customersWithSale: s.sales > 0 ? 1 : 0 };
 }
 
 /**
  * The cells a customer feeds: one cohort cell per dimension (all time), one day cell per
- * day-keyed dimension (for start/end filters), and one LTV cell per month with revenue. A
- * customer without a first touch (no event yet) feeds nothing.
+ * day-keyed dimension (for start/end filters), and one LTV cell per month with revenue, all
+ * keyed by the cohort anchor. A customer with neither a touchpoint nor a known creation time
+ * feeds nothing.
  */
 export function contributions(ws: string, s: TotalsState): Cell[] {
-  if (s.firstTouch === null) return [];
-  const at = s.firstTouch.at;
+  const at = cohortAnchor(s);
+  if (at === null) return [];
   const values = cohortValues(s) as unknown as Record<string, number>;
   const day = dayKey(at);
   const campaign = s.firstClick?.campaignId ?? null;

@@ -25,7 +25,7 @@ import {
 import { badRequest, Violations } from "@linquid/mesh";
 import { parseCustomerRef } from "./identity.js";
 import { metadataOf, type CustomerDoc, type CustomersRepository, type StatsDoc } from "./repository.js";
-import type { Scrubber } from "./scrub-sweeper.js";
+import type { Retrier } from "./retry-sweeper.js";
 import {
   checkExternalId,
   checkField,
@@ -46,7 +46,8 @@ const notFound = () => new ConnectError("customer not found", Code.NotFound);
 export class CustomersHandler implements ServiceImpl<typeof CustomersService> {
   constructor(
     private readonly repo: CustomersRepository,
-    private readonly scrubber: Scrubber,
+    /** Follow-ups in the analytics service: scrubbing a deleted customer, recording a created one. */
+    private readonly followUps: { scrub: Retrier; register: Retrier },
   ) {}
 
   async listCustomers(req: ListCustomersRequest) {
@@ -81,6 +82,8 @@ export class CustomersHandler implements ServiceImpl<typeof CustomersService> {
     const patch = checkOptionalFields(v, req);
     v.throwIfAny();
     const { doc, created } = await this.repo.upsertByExternalId(req.workspaceId, req.externalId, patch, "overwrite");
+    // Never throws: when analytics cannot be reached the sweeper records the creation later.
+    if (created) await this.followUps.register.attempt(req.workspaceId, doc._id);
     return { customer: toCustomer(doc), created };
   }
 
@@ -122,7 +125,7 @@ export class CustomersHandler implements ServiceImpl<typeof CustomersService> {
     const deleted = await this.repo.softDelete(req.workspaceId, cur._id);
     if (deleted === null) throw notFound();
     // Never throws: when analytics cannot be reached the sweeper finishes the scrub later.
-    await this.scrubber.scrub(req.workspaceId, cur._id);
+    await this.followUps.scrub.attempt(req.workspaceId, cur._id);
     return { id: cur._id, deleted: true };
   }
 

@@ -81,6 +81,11 @@ export interface CustomerDoc {
   statsVersion: number | null;
   /** Deleted, but analytics' copy of the PII or a stale key may still exist. */
   scrubPending: boolean;
+  /**
+   * Created through the API, and analytics has not recorded the creation time yet (RegisterCustomer;
+   * it is the first touch of a customer without touchpoints). Absent on stitched customers.
+   */
+  registerPending?: boolean;
   rev: number;
   /** Set on the deleted records that fence off a crashed or late insert (see above). */
   tombstone?: true;
@@ -125,12 +130,17 @@ export interface CustomersRepository {
   setStats(workspaceId: string, customerId: string, stats: StatsDoc, version: number): Promise<StatsResult>;
 }
 
-/** What the scrub sweeper needs. */
-export interface ScrubRepository {
+/** What the follow-up sweepers need (retry-sweeper.ts). */
+export interface FollowUpRepository {
   /** Deleted customers whose scrub is not finished yet, oldest first. */
   findScrubPending(limit: number): Promise<Array<{ customerId: string; workspaceId: string }>>;
   /** Removes every identity key that still points at a deleted customer, then clears scrubPending. */
   completeScrub(customerId: string): Promise<void>;
+  /** Customers created through the API whose creation analytics has not recorded yet, oldest first. */
+  findRegisterPending(limit: number): Promise<Array<{ customerId: string; workspaceId: string; createdAt: Date }>>;
+  /** The creation time of a customer, live or deleted; null when there is no such customer. */
+  createdAtOf(customerId: string): Promise<Date | null>;
+  completeRegistration(customerId: string): Promise<void>;
 }
 
 export interface RepositoryOptions {
@@ -143,7 +153,7 @@ export interface RepositoryOptions {
 // Transient by nature, so UNAVAILABLE (503, "retry shortly") rather than ABORTED.
 const contended = () => new ConnectError("too many concurrent writes to this customer; retry", Code.Unavailable);
 
-export class MongoCustomersRepository implements CustomersRepository, ScrubRepository {
+export class MongoCustomersRepository implements CustomersRepository, FollowUpRepository {
   readonly customers: Collection<CustomerDoc>;
   readonly keys: Collection<KeyDoc>;
   private readonly keyGraceMs: number;
@@ -165,6 +175,7 @@ export class MongoCustomersRepository implements CustomersRepository, ScrubRepos
       { key: { workspaceId: 1, deletedAt: 1, createdAt: 1, _id: 1 }, name: "workspace_live_created" },
       // the scrub sweeper
       { key: { scrubPending: 1 }, name: "scrub_pending" },
+      { key: { registerPending: 1 }, name: "register_pending" },
     ]);
     await ensureIndexes(this.keys, [{ key: { customerId: 1 }, name: "customer" }]);
   }
@@ -194,7 +205,9 @@ export class MongoCustomersRepository implements CustomersRepository, ScrubRepos
         if (updated !== null) return { doc: updated, created: false };
       } else {
         const now = new Date();
-        const doc = newCustomerDoc(id, workspaceId, externalId, patch, now);
+        // Created through the API ("overwrite"): analytics must learn its creation time.
+        // Stitched ones ("fill") are created by analytics for an event it is storing.
+        const doc = { ...newCustomerDoc(id, workspaceId, externalId, patch, now), ...(mode === "overwrite" ? { registerPending: true } : {}) };
         if (await insertIfAbsent(this.customers, doc)) return { doc, created: true };
         // Otherwise the id was poisoned by a writer that took the key over; start again.
       }
@@ -355,6 +368,22 @@ export class MongoCustomersRepository implements CustomersRepository, ScrubRepos
     await this.writeCustomer(customerId, "updateOne", () =>
       this.customers.updateOne({ _id: customerId, deletedAt: { $ne: null }, scrubPending: true }, { $set: { scrubPending: false } }),
     );
+  }
+
+  async findRegisterPending(limit: number): Promise<Array<{ customerId: string; workspaceId: string; createdAt: Date }>> {
+    const docs = await dbCall("customers", "find", () =>
+      this.customers.find({ registerPending: true }, { projection: { _id: 1, workspaceId: 1, createdAt: 1 } }).sort({ createdAt: 1 }).limit(limit).toArray(),
+    );
+    return docs.map((d) => ({ customerId: d._id, workspaceId: d.workspaceId, createdAt: d.createdAt }));
+  }
+
+  async createdAtOf(customerId: string): Promise<Date | null> {
+    const doc = await dbCall("customers", "findOne", () => this.customers.findOne({ _id: customerId }, { projection: { createdAt: 1 } }));
+    return doc?.createdAt ?? null;
+  }
+
+  async completeRegistration(customerId: string): Promise<void> {
+    await this.writeCustomer(customerId, "updateOne", () => this.customers.updateOne({ _id: customerId, registerPending: true }, { $set: { registerPending: false } }));
   }
 
   /** A conditional write to one customer, atomic also on FerretDB (see doc-locks.ts). */

@@ -51,6 +51,21 @@ describe("analytics over REST", () => {
     const third = await mesh.request("GET", "/customers/cohorts?group_by=month", { key });
     expect(third.body.data).toEqual([{ cohort: "2026-01", customers: 1, leads: 0, sales: 2, revenue: 150, conversionRate: 1 }]);
   });
+
+  it("places a customer without touchpoints in the cohort of its creation time, until its first event", async () => {
+    const { key } = await mesh.workspace({ currency: "USD" });
+    const created = await mesh.request("POST", "/customers", { key, body: { externalId: "quiet", email: "q@example.com" } });
+    expect(created.status).toBe(201);
+    const month = (created.body.data.createdAt as string).slice(0, 7);
+    const byMonth = await mesh.request("GET", "/customers/cohorts?group_by=month", { key });
+    expect(byMonth.body.data).toEqual([{ cohort: month, customers: 1, leads: 0, sales: 0, revenue: 0, conversionRate: 0 }]);
+    const ltv = await mesh.request("GET", "/customers/ltv-cohorts?months=1", { key });
+    expect(ltv.body.data).toEqual([expect.objectContaining({ cohort: month, customers: 1 })]);
+    // A touchpoint, even one before the creation, becomes the first touch.
+    await mesh.request("POST", "/track/lead", { key, body: { externalId: "quiet", eventId: "l1", timestamp: "2026-01-10T00:00:00Z" } });
+    const moved = await mesh.request("GET", "/customers/cohorts?group_by=month", { key });
+    expect(moved.body.data).toEqual([{ cohort: "2026-01", customers: 1, leads: 1, sales: 0, revenue: 0, conversionRate: 0 }]);
+  });
 });
 
 describe("analytics over REST without Redis", () => {
@@ -112,5 +127,21 @@ describe("analytics outage", () => {
     }
     expect(back.status).toBe(200);
     expect(back.body.data).toEqual([expect.objectContaining({ customers: 1, leads: 1 })]);
+  });
+
+  it("records a customer created while analytics is down once it is back (creation-time cohort)", async () => {
+    const { key } = await main.workspace({ currency: "USD" });
+    await analytics!.stop();
+    analytics = undefined;
+    const created = await main.request("POST", "/customers", { key, body: { externalId: "while-down" } });
+    expect(created.status).toBe(201);
+    analytics = await startAnalytics();
+    // The customers service's sweeper retries every 3 s.
+    let cohorts = await main.request("GET", "/customers/cohorts?group_by=month", { key });
+    for (let i = 0; i < 100 && !(cohorts.status === 200 && cohorts.body.data.length === 1); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      cohorts = await main.request("GET", "/customers/cohorts?group_by=month", { key });
+    }
+    expect(cohorts.body.data).toEqual([{ cohort: (created.body.data.createdAt as string).slice(0, 7), customers: 1, leads: 0, sales: 0, revenue: 0, conversionRate: 0 }]);
   });
 });

@@ -11,16 +11,17 @@ import {
 import { violationsOf } from "@linquid/mesh";
 import { beforeEach, describe, expect, it } from "vitest";
 import { CustomersHandler } from "../../src/customers-service.js";
-import type { Scrubber } from "../../src/scrub-sweeper.js";
+import type { Retrier } from "../../src/retry-sweeper.js";
 import { FakeCustomersRepository } from "./fake-repository.js";
 
 const WS = "ws_test";
 
-class FakeScrubber implements Scrubber {
-  readonly scrubbed: string[] = [];
+/** Records the customers a follow-up was attempted for; `ok` says whether it went through. */
+class FakeRetrier implements Retrier {
+  readonly attempted: string[] = [];
   ok = true;
-  async scrub(_ws: string, customerId: string) {
-    this.scrubbed.push(customerId);
+  async attempt(_ws: string, customerId: string) {
+    this.attempted.push(customerId);
     return this.ok;
   }
 }
@@ -43,7 +44,8 @@ async function violationsFrom(p: Promise<unknown>): Promise<Array<{ field: strin
 
 describe("CustomersHandler", () => {
   let repo: FakeCustomersRepository;
-  let scrubber: FakeScrubber;
+  let scrubber: FakeRetrier;
+  let registrar: FakeRetrier;
   let h: CustomersHandler;
   const createReq = (init: Partial<CreateCustomerRequest>) => create(CreateCustomerRequestSchema, { workspaceId: WS, externalId: "u1", ...init });
   const updateReq = (id: string, paths: string[], init: Partial<UpdateCustomerRequest> = {}) =>
@@ -51,8 +53,9 @@ describe("CustomersHandler", () => {
 
   beforeEach(() => {
     repo = new FakeCustomersRepository();
-    scrubber = new FakeScrubber();
-    h = new CustomersHandler(repo, scrubber);
+    scrubber = new FakeRetrier();
+    registrar = new FakeRetrier();
+    h = new CustomersHandler(repo, { scrub: scrubber, register: registrar });
   });
 
   describe("create validation", () => {
@@ -237,7 +240,7 @@ describe("CustomersHandler", () => {
     it("soft-deletes, asks for the scrub and answers NOT_FOUND afterwards", async () => {
       const id = (await h.createCustomer(createReq({ externalId: "u1" }))).customer!.id;
       expect(await h.deleteCustomer({ workspaceId: WS, id: "ext_u1" } as never)).toEqual({ id, deleted: true });
-      expect(scrubber.scrubbed).toEqual([id]);
+      expect(scrubber.attempted).toEqual([id]);
       expect((await rpcError(h.getCustomer({ workspaceId: WS, id } as never))).code).toBe(Code.NotFound);
       expect((await rpcError(h.deleteCustomer({ workspaceId: WS, id } as never))).code).toBe(Code.NotFound);
     });
@@ -247,6 +250,20 @@ describe("CustomersHandler", () => {
       const id = (await h.createCustomer(createReq({ externalId: "u1" }))).customer!.id;
       expect(await h.deleteCustomer({ workspaceId: WS, id } as never)).toEqual({ id, deleted: true });
       expect(repo.docs.get(id)).toMatchObject({ scrubPending: true, email: null, externalId: null });
+    });
+  });
+
+  describe("registration with analytics", () => {
+    it("is asked for customers created through the API, once, and never for stitched ones", async () => {
+      const id = (await h.createCustomer(createReq({ externalId: "u1" }))).customer!.id;
+      await h.createCustomer(createReq({ externalId: "u1", name: "again" }));
+      await h.stitchCustomer({ workspaceId: WS, externalId: "s1" } as never);
+      expect(registrar.attempted).toEqual([id]);
+    });
+
+    it("does not hold up a create when analytics cannot be reached", async () => {
+      registrar.ok = false;
+      expect((await h.createCustomer(createReq({ externalId: "u2" }))).created).toBe(true);
     });
   });
 
