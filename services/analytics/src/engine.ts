@@ -29,7 +29,7 @@ import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { CustomersService, WorkspacesService } from "@linquid/contracts";
 import { invalidArgument, newId, violationsIn, type Logger } from "@linquid/mesh";
 import { timelineEntry, type AnalyticsRepository, type ClickOwnerDoc, type EventDoc, type TotalsDoc } from "./repository.js";
-import { accumulate, cohortAnchor, contributions, diffCells, emptyTotals, foldEvents, nonZero, type CellDelta, type TotalsState } from "./totals.js";
+import { accumulate, contributions, anchorMember, diffCells, emptyTotals, foldEvents, nonZero, type CellDelta, type AnchorMember, type TotalsState } from "./totals.js";
 import type { IncomingEvent } from "./validation.js";
 
 export interface TrackOutcome {
@@ -79,7 +79,7 @@ export function stateOf(doc: TotalsDoc | undefined): TotalsState {
 }
 
 function totalsDoc(ws: string, customerId: string, s: TotalsState, version: number, recentOps: string[]): TotalsDoc {
-  return { _id: `${ws}:${customerId}`, workspaceId: ws, customerId, ...s, firstTouchAt: cohortAnchor(s), version, recentOps, updatedAt: new Date() };
+  return { _id: `${ws}:${customerId}`, workspaceId: ws, customerId, ...s, version, recentOps, updatedAt: new Date() };
 }
 
 const RECENT_OPS = 32;
@@ -283,6 +283,7 @@ export class AnalyticsEngine {
     await this.repo.addToTimelines(ws, byCustomer);
     let current = await this.repo.findTotals(ws, [...byCustomer.keys()]);
     const deltas = new Map<string, CellDelta>();
+    const moves: Array<{ before: AnchorMember | null; after: AnchorMember | null }> = [];
     const written: TotalsDoc[] = [];
     let pending = [...byCustomer.keys()];
     for (let attempt = 0; pending.length > 0; attempt++) {
@@ -303,11 +304,13 @@ export class AnalyticsEngine {
         }
         accumulate(deltas, contributions(ws, before), -1);
         accumulate(deltas, contributions(ws, after), 1);
+        moves.push({ before: anchorMember(customerId, before), after: anchorMember(customerId, after) });
         written.push(next);
       });
       pending = retry;
     }
     await this.repo.applyDeltas(nonZero(deltas));
+    await this.repo.moveMembers(ws, moves);
     return written;
   }
 
@@ -323,6 +326,7 @@ export class AnalyticsEngine {
       const next = totalsDoc(ws, customerId, after, (doc?.version ?? 0) + 1, ops);
       if (!(await this.repo.writeTotals(next, doc?.version ?? 0))) continue;
       await this.repo.applyDeltas(diffCells(ws, before, after));
+      await this.repo.moveMembers(ws, [{ before: anchorMember(customerId, before), after: anchorMember(customerId, after) }]);
       return { before, after, doc: next };
     }
     throw new ConnectError("customer totals keep changing; retry", Code.Unavailable);
@@ -356,8 +360,17 @@ export class AnalyticsEngine {
     await this.repo.insertTotalsMany(docs);
     await this.repo.insertTimelinesMany([...timelineOf].map(([customerId, entries]) => ({ _id: `${ws}:${customerId}`, workspaceId: ws, customerId, entries })));
     const deltas = new Map<string, CellDelta>();
-    for (const [, s] of byCustomer) accumulate(deltas, contributions(ws, s), 1);
+    const members = new Map<string, string[]>();
+    for (const [id, s] of byCustomer) {
+      accumulate(deltas, contributions(ws, s), 1);
+      const m = anchorMember(id, s);
+      if (m === null) continue;
+      const list = members.get(m.hour) ?? [];
+      list.push(m.entry);
+      members.set(m.hour, list);
+    }
     await this.repo.applyDeltas(nonZero(deltas));
+    await this.repo.insertMembersMany([...members].map(([hour, entries]) => ({ _id: `${ws}|${hour}`, workspaceId: ws, hour, entries })));
     await this.pushStats(ws, docs);
     return { customers: docs.length, events };
   }
@@ -375,6 +388,7 @@ export class AnalyticsEngine {
       const next = totalsDoc(ws, customerId, after, (doc?.version ?? 0) + 1, doc?.recentOps ?? []);
       if (!(await this.repo.writeTotals(next, doc?.version ?? 0))) continue;
       await this.repo.applyDeltas(diffCells(ws, before, after));
+      await this.repo.moveMembers(ws, [{ before: anchorMember(customerId, before), after: anchorMember(customerId, after) }]);
       return next;
     }
     throw new ConnectError("customer totals keep changing; retry", Code.Unavailable);

@@ -1,14 +1,14 @@
 /**
  * Cohort and LTV answers from the rollup cells. Without a date range a cohort question reads
  * the all-time cells of one dimension; with one it sums the day cells of the whole days in
- * range and adds the customers whose first touch lies in a partial boundary day, read from
- * `customer_totals` by first-touch time. Either way the documents read grow with the answer
+ * range and adds the customers whose first touch lies in a partial boundary day, found through
+ * the member lists of its hours. Either way the documents read grow with the answer
  * (keys × days), not with the events.
  */
 import { dayKey, dayStartMs, DAY_MS, isoWeekKey, monthIndex, monthKeyOfIndex } from "./buckets.js";
 import type { TimeRange } from "./dates.js";
 import type { AnalyticsRepository, CohortCellDoc } from "./repository.js";
-import { cohortValues, contributions, dayCellId, type CohortDimension, type CohortValues, type DayDimension } from "./totals.js";
+import { cohortAnchor, cohortValues, contributions, dayCellId, type CohortDimension, type CohortValues, type DayDimension } from "./totals.js";
 import { stateOf } from "./engine.js";
 
 export interface CohortRow extends CohortValues {
@@ -92,9 +92,12 @@ export async function cohorts(repo: AnalyticsRepository, ws: string, dim: Cohort
       addInto(m, key, valuesOf(c));
     }
   }
+  // A partial interval lies within one day: the members of its hours, checked against their totals.
   for (const [a, b] of partial) {
-    for (const t of await repo.totalsByFirstTouch(ws, new Date(a), new Date(b))) {
+    for (const t of (await repo.findTotals(ws, await repo.membersBetween(ws, a, b))).values()) {
       const s = stateOf(t);
+      const at = cohortAnchor(s);
+      if (at === null || at.getTime() < a || at.getTime() > b) continue;
       const cell = contributions(ws, s).find((c) => c.collection === "cohort_cells" && c.fields["dim"] === dim);
       if (cell !== undefined) addInto(m, cell.fields["key"] as string | null, cohortValues(s));
     }

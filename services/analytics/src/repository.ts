@@ -11,7 +11,7 @@
 import type { AnyBulkWriteOperation, Collection, Db, Document } from "mongodb";
 import { dbCall, insertIfAbsent, insertManyNew } from "@linquid/mesh";
 import type { IncomingEvent } from "./validation.js";
-import { touchBefore, type CellDelta, type CohortDimension, type DayDimension, type TotalsState } from "./totals.js";
+import { touchBefore, type CellDelta, type CohortDimension, type DayDimension, type AnchorMember, type TotalsState } from "./totals.js";
 
 export interface EventDoc extends Omit<IncomingEvent, "keyed"> {
   workspaceId: string;
@@ -34,8 +34,6 @@ export interface TotalsDoc extends TotalsState {
   _id: string;
   workspaceId: string;
   customerId: string;
-  /** firstTouch.at, top level for the range index. */
-  firstTouchAt: Date | null;
   /** Incremented by every write; also the version of the stats pushed to customers. */
   version: number;
   /** The last ingestions folded in, so a recovered one is not folded twice. */
@@ -63,6 +61,20 @@ export function timelineEntry(e: { at: Date; _id: string }): string {
 function parseEntry(entry: string): { at: Date; ref: string } {
   const bar = entry.indexOf("|");
   return { at: new Date(entry.slice(0, bar)), ref: entry.slice(bar + 1) };
+}
+
+/**
+ * The customers whose cohort anchor (first touch, else creation time) falls in one UTC hour:
+ * "<anchor ISO>|<customerId>" entries, kept at write time, so that the partial boundary days of
+ * a cohort range read at most 24 documents by `_id` instead of searching every customer's
+ * totals. Hours, not days, keep each document small in a workspace that imports a day's worth
+ * of millions of customers.
+ */
+export interface MembersDoc {
+  _id: string;
+  workspaceId: string;
+  hour: string;
+  entries: string[];
 }
 
 export interface CohortCellDoc {
@@ -112,6 +124,7 @@ export class AnalyticsRepository {
   readonly ltvCells: Collection<LtvCellDoc>;
   readonly ops: Collection<OpDoc>;
   readonly timelines: Collection<TimelineDoc>;
+  readonly members: Collection<MembersDoc>;
   constructor(db: Db) {
     this.events = db.collection<EventDoc>("events");
     this.owners = db.collection<ClickOwnerDoc>("click_owners");
@@ -121,6 +134,7 @@ export class AnalyticsRepository {
     this.ltvCells = db.collection<LtvCellDoc>("ltv_cells");
     this.ops = db.collection<OpDoc>("ingest_ops");
     this.timelines = db.collection<TimelineDoc>("customer_timelines");
+    this.members = db.collection<MembersDoc>("cohort_members");
   }
 
   /** Documents by `_id` (the embedded FerretDB answers `_id` and `_id: {$in}` from its index). */
@@ -137,7 +151,6 @@ export class AnalyticsRepository {
   async ensureIndexes(): Promise<void> {
     const specs: Array<[Collection<never>, Document, string]> = [
       [this.events as never, { workspaceId: 1, customerId: 1, at: 1, _id: 1 }, "journey"],
-      [this.totals as never, { workspaceId: 1, firstTouchAt: 1 }, "first_touch"],
       [this.cohortCells as never, { workspaceId: 1, dim: 1 }, "ws_dim"],
       [this.dayCells as never, { workspaceId: 1, dim: 1, day: 1 }, "ws_dim_day"],
       [this.ltvCells as never, { workspaceId: 1, cohortMonth: 1 }, "ws_month"],
@@ -252,8 +265,44 @@ export class AnalyticsRepository {
     return r.matchedCount === 1;
   }
 
-  totalsByFirstTouch(ws: string, from: Date, to: Date): Promise<TotalsDoc[]> {
-    return dbCall("customer_totals", "find", () => this.totals.find({ workspaceId: ws, firstTouchAt: { $gte: from, $lte: to } }).toArray());
+  // -- anchor members ---------------------------------------------------------------------------
+
+  /**
+   * The customers anchored in [from, to] (milliseconds, within one day), from the member lists
+   * of the hours it covers. Entries may be stale after a crash: callers check the totals.
+   */
+  async membersBetween(ws: string, from: number, to: number): Promise<string[]> {
+    const ids: string[] = [];
+    for (let t = from - (from % 3_600_000); t <= to; t += 3_600_000) ids.push(`${ws}|${new Date(t).toISOString().slice(0, 13)}`);
+    const out: string[] = [];
+    for (const doc of await this.byIds(this.members, ids)) {
+      for (const e of doc.entries) {
+        const bar = e.indexOf("|");
+        const at = Date.parse(e.slice(0, bar));
+        if (at >= from && at <= to) out.push(e.slice(bar + 1));
+      }
+    }
+    return out;
+  }
+
+  /** Moves customers between member lists: $pull the old entry, $addToSet the new one. */
+  async moveMembers(ws: string, moves: ReadonlyArray<{ before: AnchorMember | null; after: AnchorMember | null }>): Promise<void> {
+    const ops: AnyBulkWriteOperation<MembersDoc>[] = [];
+    for (const { before, after } of moves) {
+      if (before?.entry === after?.entry) continue;
+      if (before !== null) ops.push({ updateOne: { filter: { _id: `${ws}|${before.hour}` }, update: { $pull: { entries: before.entry } } } });
+      if (after !== null) {
+        ops.push({
+          updateOne: { filter: { _id: `${ws}|${after.hour}` }, update: { $addToSet: { entries: after.entry }, $setOnInsert: { workspaceId: ws, hour: after.hour } }, upsert: true },
+        });
+      }
+    }
+    // Ordered: a customer moving within one hour has its old entry pulled before the new one is added.
+    for (const part of chunks(ops, BULK_CHUNK)) await dbCall("cohort_members", "bulkWrite", () => this.members.bulkWrite(part, { ordered: true }));
+  }
+
+  async insertMembersMany(docs: readonly MembersDoc[]): Promise<void> {
+    for (const part of chunks(docs, 1000)) await dbCall("cohort_members", "insertMany", () => this.members.insertMany(part as MembersDoc[], { ordered: false }));
   }
 
   workspaceTotals(ws: string) {
@@ -306,7 +355,7 @@ export class AnalyticsRepository {
   }
 
   async dropWorkspaceRollups(ws: string): Promise<void> {
-    for (const col of [this.cohortCells, this.dayCells, this.ltvCells, this.totals, this.timelines] as unknown as Collection<never>[]) {
+    for (const col of [this.cohortCells, this.dayCells, this.ltvCells, this.totals, this.timelines, this.members] as unknown as Collection<never>[]) {
       await dbCall(col.collectionName, "deleteMany", () => col.deleteMany({ workspaceId: ws } as never));
     }
   }

@@ -191,6 +191,21 @@ export function cohortAnchor(s: TotalsState): Date | null {
   return s.firstTouch?.at ?? s.createdAt;
 }
 
+/** Where a customer stands in the member list of its anchor's hour (`cohort_members`), or null. */
+export interface AnchorMember {
+  /** "2026-01-05T13" (UTC) */
+  hour: string;
+  /** "<anchor ISO time>|<customerId>" */
+  entry: string;
+}
+
+export function anchorMember(customerId: string, s: TotalsState): AnchorMember | null {
+  const at = cohortAnchor(s);
+  if (at === null) return null;
+  const iso = at.toISOString();
+  return { hour: iso.slice(0, 13), entry: `${iso}|${customerId}` };
+}
+
 export function cohortValues(s: TotalsState): CohortValues {
   return { customers: 1, leads: s.leads, sales: s.sales, revenue: s.revenue, customersWithSale: s.sales > 0 ? 1 : 0 };
 }

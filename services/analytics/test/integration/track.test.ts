@@ -97,14 +97,21 @@ describe("analytics tracking and reads", () => {
       ["lead", "2026-01-06T00:00:00.000Z"],
       ["sale", "2026-01-07T00:00:00.000Z"],
     ]);
-    // The journey reads the customer's timeline; a rebuild recreates it from the raw events.
+    // Partial-day ranges read the anchor-hour member lists (first touch: the click, 01-05 00:00).
+    const partialDay = async () =>
+      (await a.getCohorts({ workspaceId: ws, groupBy: "week", start: "2026-01-04T12:00:00Z", end: "2026-01-05T06:00:00Z" })).cohorts.map((c) => [c.cohort, c.customers]);
+    expect(await partialDay()).toEqual([["2026-W02", 1n]]);
+    // Timelines and member lists are derived: a rebuild recreates them from the raw events.
     const { db, close } = await pluginDatabase(mesh, "analytics");
     await db.collection("customer_timelines").deleteMany({ workspaceId: ws });
+    await db.collection("cohort_members").deleteMany({ workspaceId: ws });
     await close();
     expect(await journeyOf()).toEqual([]);
+    expect(await partialDay()).toEqual([]);
     const rebuilt = await a.rebuildWorkspace({ workspaceId: ws });
     expect(rebuilt).toMatchObject({ customers: 1n, events: 3n });
     expect(await journeyOf()).toEqual(journey);
+    expect(await partialDay()).toEqual([["2026-W02", 1n]]);
     const cohorts = await a.getCohorts({ workspaceId: ws, groupBy: "week" });
     expect(cohorts.cohorts.map((c) => [c.cohort, c.customers, c.sales, c.revenue])).toEqual([["2026-W02", 1n, 1n, 10n]]);
   });
