@@ -314,6 +314,12 @@ export class AnalyticsEngine {
     return written;
   }
 
+  /** Moves one customer's rollup cells and member entry from its old totals to its new ones. */
+  private async moveCustomer(ws: string, customerId: string, before: TotalsState, after: TotalsState): Promise<void> {
+    await this.repo.applyDeltas(diffCells(ws, before, after));
+    await this.repo.moveMembers(ws, [{ before: anchorMember(customerId, before), after: anchorMember(customerId, after) }]);
+  }
+
   /** Rebuilds one customer from its raw events. Call under the workspace lock. */
   async recalculate(ws: string, customerId: string): Promise<{ before: TotalsState; after: TotalsState; doc: TotalsDoc }> {
     for (let attempt = 0; attempt < 20; attempt++) {
@@ -325,8 +331,7 @@ export class AnalyticsEngine {
       const ops = [...new Set([...(doc?.recentOps ?? []), ...events.map((e) => e.opId)])].slice(-RECENT_OPS);
       const next = totalsDoc(ws, customerId, after, (doc?.version ?? 0) + 1, ops);
       if (!(await this.repo.writeTotals(next, doc?.version ?? 0))) continue;
-      await this.repo.applyDeltas(diffCells(ws, before, after));
-      await this.repo.moveMembers(ws, [{ before: anchorMember(customerId, before), after: anchorMember(customerId, after) }]);
+      await this.moveCustomer(ws, customerId, before, after);
       return { before, after, doc: next };
     }
     throw new ConnectError("customer totals keep changing; retry", Code.Unavailable);
@@ -387,8 +392,7 @@ export class AnalyticsEngine {
       const after = { ...before, createdAt };
       const next = totalsDoc(ws, customerId, after, (doc?.version ?? 0) + 1, doc?.recentOps ?? []);
       if (!(await this.repo.writeTotals(next, doc?.version ?? 0))) continue;
-      await this.repo.applyDeltas(diffCells(ws, before, after));
-      await this.repo.moveMembers(ws, [{ before: anchorMember(customerId, before), after: anchorMember(customerId, after) }]);
+      await this.moveCustomer(ws, customerId, before, after);
       return next;
     }
     throw new ConnectError("customer totals keep changing; retry", Code.Unavailable);
