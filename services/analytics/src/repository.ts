@@ -8,10 +8,10 @@
  * - `ingest_ops`: one marker per in-flight ingestion, deleted when it is fully applied.
  * Every call goes through dbCall, which maps driver errors to RPC codes.
  */
-import type { AnyBulkWriteOperation, Collection, Db, Document } from "mongodb";
+import type { AnyBulkWriteOperation, Collection, Db, Document, OptionalUnlessRequiredId } from "mongodb";
 import { dbCall, insertIfAbsent, insertManyNew } from "@linquid/mesh";
 import type { IncomingEvent } from "./validation.js";
-import { touchBefore, type CellDelta, type CohortDimension, type DayDimension, type AnchorMember, type TotalsState } from "./totals.js";
+import { parseTimeEntry, timeEntry, touchBefore, type CellDelta, type CohortDimension, type DayDimension, type AnchorMember, type TotalsState } from "./totals.js";
 
 export interface EventDoc extends Omit<IncomingEvent, "keyed"> {
   workspaceId: string;
@@ -55,12 +55,7 @@ export interface TimelineDoc {
 
 /** The timeline entry of an event; entries sort like events by (at, _id) once parsed. */
 export function timelineEntry(e: { at: Date; _id: string }): string {
-  return `${e.at.toISOString()}|${e._id}`;
-}
-
-function parseEntry(entry: string): { at: Date; ref: string } {
-  const bar = entry.indexOf("|");
-  return { at: new Date(entry.slice(0, bar)), ref: entry.slice(bar + 1) };
+  return timeEntry(e.at, e._id);
 }
 
 /**
@@ -113,6 +108,16 @@ function chunks<T>(list: readonly T[], size: number): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < list.length; i += size) out.push(list.slice(i, i + size));
   return out;
+}
+
+/** A bulk of writes in chunks of BULK_CHUNK, one after another. */
+async function bulkWriteChunked<T extends Document>(col: Collection<T>, ops: readonly AnyBulkWriteOperation<T>[], ordered: boolean): Promise<void> {
+  for (const part of chunks(ops, BULK_CHUNK)) await dbCall(col.collectionName, "bulkWrite", () => col.bulkWrite(part, { ordered }));
+}
+
+/** Inserts new documents (a rebuild's), 1,000 per command. */
+async function insertAll<T extends Document>(col: Collection<T>, docs: readonly T[]): Promise<void> {
+  for (const part of chunks(docs, 1000)) await dbCall(col.collectionName, "insertMany", () => col.insertMany(part as OptionalUnlessRequiredId<T>[], { ordered: false }));
 }
 
 export class AnalyticsRepository {
@@ -190,7 +195,7 @@ export class AnalyticsRepository {
   async journey(ws: string, customerId: string, start: number | undefined, end: number | undefined, skip: number, limit: number): Promise<{ events: EventDoc[]; total: number }> {
     const doc = await dbCall("customer_timelines", "findOne", () => this.timelines.findOne({ _id: `${ws}:${customerId}` }));
     const entries = (doc?.entries ?? [])
-      .map(parseEntry)
+      .map(parseTimeEntry)
       .filter((e) => (start === undefined || e.at.getTime() >= start) && (end === undefined || e.at.getTime() <= end))
       .sort((a, b) => (touchBefore(a, b) ? -1 : touchBefore(b, a) ? 1 : 0));
     const page = entries.slice(skip, limit === 0 ? undefined : skip + limit).map((e) => e.ref);
@@ -207,7 +212,7 @@ export class AnalyticsRepository {
         upsert: true,
       },
     }));
-    for (const part of chunks(ops, BULK_CHUNK)) await dbCall("customer_timelines", "bulkWrite", () => this.timelines.bulkWrite(part, { ordered: false }));
+    await bulkWriteChunked(this.timelines, ops, false);
   }
 
   /** Replaces a customer's timeline with exactly these events. */
@@ -216,8 +221,8 @@ export class AnalyticsRepository {
     await dbCall("customer_timelines", "replaceOne", () => this.timelines.replaceOne({ _id: `${ws}:${customerId}` }, doc, { upsert: true }));
   }
 
-  async insertTimelinesMany(docs: readonly TimelineDoc[]): Promise<void> {
-    for (const part of chunks(docs, 1000)) await dbCall("customer_timelines", "insertMany", () => this.timelines.insertMany(part as TimelineDoc[], { ordered: false }));
+  insertTimelinesMany(docs: readonly TimelineDoc[]): Promise<void> {
+    return insertAll(this.timelines, docs);
   }
 
   /** Removes PII from a customer's events; returns how many changed. */
@@ -276,10 +281,8 @@ export class AnalyticsRepository {
     for (let t = from - (from % 3_600_000); t <= to; t += 3_600_000) ids.push(`${ws}|${new Date(t).toISOString().slice(0, 13)}`);
     const out: string[] = [];
     for (const doc of await this.byIds(this.members, ids)) {
-      for (const e of doc.entries) {
-        const bar = e.indexOf("|");
-        const at = Date.parse(e.slice(0, bar));
-        if (at >= from && at <= to) out.push(e.slice(bar + 1));
+      for (const e of doc.entries.map(parseTimeEntry)) {
+        if (e.at.getTime() >= from && e.at.getTime() <= to) out.push(e.ref);
       }
     }
     return out;
@@ -298,11 +301,11 @@ export class AnalyticsRepository {
       }
     }
     // Ordered: a customer moving within one hour has its old entry pulled before the new one is added.
-    for (const part of chunks(ops, BULK_CHUNK)) await dbCall("cohort_members", "bulkWrite", () => this.members.bulkWrite(part, { ordered: true }));
+    await bulkWriteChunked(this.members, ops, true);
   }
 
-  async insertMembersMany(docs: readonly MembersDoc[]): Promise<void> {
-    for (const part of chunks(docs, 1000)) await dbCall("cohort_members", "insertMany", () => this.members.insertMany(part as MembersDoc[], { ordered: false }));
+  insertMembersMany(docs: readonly MembersDoc[]): Promise<void> {
+    return insertAll(this.members, docs);
   }
 
   workspaceTotals(ws: string) {
@@ -324,13 +327,10 @@ export class AnalyticsRepository {
       byCollection.set(d.collection, list);
     }
     for (const [name, list] of byCollection) {
-      const col = this.cellCollection(name);
-      for (const part of chunks(list, BULK_CHUNK)) {
-        const ops: AnyBulkWriteOperation<never>[] = part.map((d) => ({
-          updateOne: { filter: { _id: d.id }, update: { $inc: d.inc, $set: d.fields } as never, upsert: true },
-        }));
-        await dbCall(name, "bulkWrite", () => col.bulkWrite(ops, { ordered: false }));
-      }
+      const ops: AnyBulkWriteOperation<never>[] = list.map((d) => ({
+        updateOne: { filter: { _id: d.id }, update: { $inc: d.inc, $set: d.fields } as never, upsert: true },
+      }));
+      await bulkWriteChunked(this.cellCollection(name), ops, false);
     }
   }
 
@@ -360,8 +360,8 @@ export class AnalyticsRepository {
     }
   }
 
-  async insertTotalsMany(docs: readonly TotalsDoc[]): Promise<void> {
-    for (const part of chunks(docs, 1000)) await dbCall("customer_totals", "insertMany", () => this.totals.insertMany(part as TotalsDoc[], { ordered: false }));
+  insertTotalsMany(docs: readonly TotalsDoc[]): Promise<void> {
+    return insertAll(this.totals, docs);
   }
 
   // -- op markers -------------------------------------------------------------------------------

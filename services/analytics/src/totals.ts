@@ -191,6 +191,16 @@ export function cohortAnchor(s: TotalsState): Date | null {
   return s.firstTouch?.at ?? s.createdAt;
 }
 
+/** "<ISO time>|<ref>": how timelines and member lists store a time with what it refers to. */
+export function timeEntry(at: Date, ref: string): string {
+  return `${at.toISOString()}|${ref}`;
+}
+
+export function parseTimeEntry(entry: string): { at: Date; ref: string } {
+  const bar = entry.indexOf("|");
+  return { at: new Date(entry.slice(0, bar)), ref: entry.slice(bar + 1) };
+}
+
 /** Where a customer stands in the member list of its anchor's hour (`cohort_members`), or null. */
 export interface AnchorMember {
   /** "2026-01-05T13" (UTC) */
@@ -202,8 +212,7 @@ export interface AnchorMember {
 export function anchorMember(customerId: string, s: TotalsState): AnchorMember | null {
   const at = cohortAnchor(s);
   if (at === null) return null;
-  const iso = at.toISOString();
-  return { hour: iso.slice(0, 13), entry: `${iso}|${customerId}` };
+  return { hour: at.toISOString().slice(0, 13), entry: timeEntry(at, customerId) };
 }
 
 export function cohortValues(s: TotalsState): CohortValues {

@@ -20,6 +20,7 @@ import {
   type SetCustomerStatsRequest,
   type StitchCustomerRequest,
   type StitchCustomersRequest,
+  type BadRequest,
   type UpdateCustomerRequest,
 } from "@linquid/contracts";
 import { badRequest, Violations } from "@linquid/mesh";
@@ -149,7 +150,7 @@ export class CustomersHandler implements ServiceImpl<typeof CustomersService> {
       seen.add(item.externalId);
     }
     v.throwIfAny();
-    const results: Array<{ customer?: Customer; created?: boolean; invalid?: ReturnType<typeof badRequest> }> = new Array(req.items.length);
+    const results: Array<{ customer?: Customer; created?: boolean; invalid?: BadRequest }> = new Array(req.items.length);
     const valid: Array<{ index: number; externalId: string; patch: CustomerPatch }> = [];
     req.items.forEach((item, index) => {
       const iv = new Violations();

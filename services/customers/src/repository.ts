@@ -137,7 +137,7 @@ export interface FollowUpRepository {
   /** Removes every identity key that still points at a deleted customer, then clears scrubPending. */
   completeScrub(customerId: string): Promise<void>;
   /** Customers created through the API whose creation analytics has not recorded yet, oldest first. */
-  findRegisterPending(limit: number): Promise<Array<{ customerId: string; workspaceId: string; createdAt: Date }>>;
+  findRegisterPending(limit: number): Promise<Array<{ customerId: string; workspaceId: string }>>;
   /** The creation time of a customer, live or deleted; null when there is no such customer. */
   createdAtOf(customerId: string): Promise<Date | null>;
   completeRegistration(customerId: string): Promise<void>;
@@ -370,11 +370,11 @@ export class MongoCustomersRepository implements CustomersRepository, FollowUpRe
     );
   }
 
-  async findRegisterPending(limit: number): Promise<Array<{ customerId: string; workspaceId: string; createdAt: Date }>> {
+  async findRegisterPending(limit: number): Promise<Array<{ customerId: string; workspaceId: string }>> {
     const docs = await dbCall("customers", "find", () =>
-      this.customers.find({ registerPending: true }, { projection: { _id: 1, workspaceId: 1, createdAt: 1 } }).sort({ createdAt: 1 }).limit(limit).toArray(),
+      this.customers.find({ registerPending: true }, { projection: { _id: 1, workspaceId: 1 } }).sort({ createdAt: 1 }).limit(limit).toArray(),
     );
-    return docs.map((d) => ({ customerId: d._id, workspaceId: d.workspaceId, createdAt: d.createdAt }));
+    return docs.map((d) => ({ customerId: d._id, workspaceId: d.workspaceId }));
   }
 
   async createdAtOf(customerId: string): Promise<Date | null> {
