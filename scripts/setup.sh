@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FERRETDB_VERSION=v1.24.2
-# The build carries scripts/ferretdb/*.patch; bump the suffix when a patch changes.
-FERRETDB_BUILD=${FERRETDB_VERSION}-linquid.1
+# The build carries scripts/ferretdb/*.patch; its version names a digest of them, so that any
+# change to a patch rebuilds.
+FERRETDB_BUILD=${FERRETDB_VERSION}-linquid.$(cat scripts/ferretdb/*.patch | git hash-object --stdin | cut -c1-12)
 say() { printf 'setup: %s\n' "$*" >&2; }
 
 # 1. npm packages. node_modules/.package-lock.json is npm's record of the last install.
@@ -28,7 +29,8 @@ bash scripts/vendor-protos.sh
 # 3. FerretDB. `go install …@version` needs the module's version list, which the proxy may
 # refuse; downloading the exact version and building it works everywhere. The patches in
 # scripts/ferretdb/ make its SQLite backend use the _id index (see scripts/ferretdb/README.md).
-if [ -x .bin/ferretdb ] && .bin/ferretdb --version 2>/dev/null | grep -qx "version: ${FERRETDB_BUILD}"; then
+# (sed reads the whole output: `grep -q` would exit early and fail the pipe with SIGPIPE)
+if [ -x .bin/ferretdb ] && [ "$(.bin/ferretdb --version 2>/dev/null | sed -n 's/^version: //p')" = "${FERRETDB_BUILD}" ]; then
   say "FerretDB ${FERRETDB_BUILD} present"
 else
   command -v go >/dev/null || { say "Go is required to build FerretDB (or set MONGODB_URI and skip it)"; exit 1; }
