@@ -77,7 +77,7 @@ function startChild(what: string, bin: string, args: string[], port: number, cwd
  * crashing, and the last commits before an operating-system crash or power loss may be lost —
  * the usual trade for a development database, and a third less time per write.
  */
-export async function startFerretDb(bin: string, dataDir: string, port?: number): Promise<EmbeddedServer> {
+export async function startFerretDb(bin: string, dataDir: string, port?: number, extraArgs: string[] = []): Promise<EmbeddedServer> {
   if (!existsSync(bin)) throw new Error(`FerretDB binary not found at ${bin}: run \`npm run setup\`, or set MONGODB_URI`);
   const dir = join(dataDir, "ferretdb");
   mkdirSync(dir, { recursive: true });
@@ -90,6 +90,7 @@ export async function startFerretDb(bin: string, dataDir: string, port?: number)
     `--state-dir=${dir}`,
     "--telemetry=disable",
     "--log-level=warn",
+    ...extraArgs,
   ], p, dir);
   return { url: `mongodb://127.0.0.1:${p}/`, pid: server.pid, stop: server.stop };
 }
