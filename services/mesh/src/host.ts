@@ -15,6 +15,7 @@ import { HealthCheckResponse_ServingStatus as Status } from "@linquid/contracts"
 import type { Redis } from "ioredis";
 import type { MongoClient } from "mongodb";
 import { ConfigError, type MeshConfig, type PluginName } from "./config.js";
+import { inheritDeadlines, withRpcDeadlines } from "./deadline.js";
 import { startFerretDb, startRedisServer, type EmbeddedServer } from "./embedded.js";
 import { createHealthRegistry } from "./health.js";
 import { createLogger, type Logger } from "./logger.js";
@@ -141,11 +142,13 @@ export async function startHost(config: MeshConfig, options: HostOptions = {}): 
     const clientInterceptors = [createClientTracingInterceptor()];
     const serverInterceptors = [createServerTracingInterceptor(), createErrorLoggingInterceptor(logger.child("rpc"))];
     const running: RunningPlugin[] = [];
+    // Every handler runs in the deadline scope of its call (deadline.ts).
     const allRoutes = (router: ConnectRouter) => {
-      for (const r of running) r.routes?.(router);
+      const scoped = withRpcDeadlines(router);
+      for (const r of running) r.routes?.(scoped);
     };
-    const inProcess = lazyTransport(() =>
-      createRouterTransport(allRoutes, { router: { interceptors: serverInterceptors }, transport: { interceptors: clientInterceptors } }),
+    const inProcess = inheritDeadlines(
+      lazyTransport(() => createRouterTransport(allRoutes, { router: { interceptors: serverInterceptors }, transport: { interceptors: clientInterceptors } })),
     );
     const remote = new Map<string, Transport>();
     const transportFor = (service: DescService): Transport => {
@@ -157,7 +160,7 @@ export async function startHost(config: MeshConfig, options: HostOptions = {}): 
         if (baseUrl === undefined) {
           throw new ConfigError(`${owner.toUpperCase()}_ADDR: required, the ${owner} plugin does not run in this process`);
         }
-        t = createGrpcTransport({ baseUrl, interceptors: clientInterceptors, defaultTimeoutMs: 15_000 });
+        t = inheritDeadlines(createGrpcTransport({ baseUrl, interceptors: clientInterceptors, defaultTimeoutMs: 15_000 }));
         remote.set(owner, t);
       }
       return t;

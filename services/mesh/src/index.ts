@@ -1,11 +1,13 @@
 /** The runtime every plugin shares. */
 export { ALL_PLUGINS, ConfigError, loadConfig, type MeshConfig, type Plan, type PluginName } from "./config.js";
-export { fromMongoError, isDuplicateKeyError, isUnreachableError } from "./errors.js";
+export { pauseBeforeRetry } from "./contention.js";
+export { DEFAULT_TIMEOUT_MS, dbTimeout, inheritDeadlines, inheritedTimeoutMs, remainingMs, runDetached, runWithDeadline, withRpcDeadlines } from "./deadline.js";
+export { fromMongoError, isDuplicateKeyError, isTimeLimitError, isUnreachableError } from "./errors.js";
 export { freePort, startFerretDb, startRedisServer, type EmbeddedServer } from "./embedded.js";
 export { startHost, type Host, type HostOptions } from "./host.js";
 export { newId } from "./ids.js";
 export { createLogger, type Logger, type LogLevel } from "./logger.js";
-export { connectMongo, dbCall, ensureIndexes, insertIfAbsent, insertManyNew, pluginDb } from "./mongo.js";
+export { connectMongo, dbCall, ensureIndexes, insertIfAbsent, insertManyNew, pluginDb, type DbOptions } from "./mongo.js";
 export { pluginOfService, type Plugin, type PluginContext, type RunningPlugin } from "./plugin.js";
 export { createRedis, redisCall, redisReady } from "./redis.js";
 export { createClientTracingInterceptor, createServerTracingInterceptor } from "./rpc-tracing.js";

@@ -2,8 +2,8 @@
  * MongoDB access shared by every plugin. Each plugin owns one database,
  * `${MONGODB_DB_PREFIX}_${plugin}`, and never touches another's.
  *
- * The code must run on MongoDB 7 and on FerretDB v1 (the embedded default and the test
- * backend) alike, so it stays within what both support:
+ * The code is written for MongoDB 7 semantics and runs on FerretDB v1 (the embedded default
+ * and the test backend) alike, so it stays within what both support:
  * - aggregation: $match, $group with $sum/$count only, $project, $sort, $skip, $limit,
  *   $unwind, $count, $unset — no $lookup, $facet, $min/$max/$first, date operators;
  * - no transactions; unique indexes yes, partial/sparse/TTL indexes no.
@@ -11,10 +11,17 @@
  * rollups are kept with `$inc` upserts on deterministic `_id`s, and reads stay simple.
  * FerretDB's SQLite backend pushes only `_id` equality down to SQL; identity keys and
  * rollup cells therefore use deterministic `_id`s, which is also the fastest path on MongoDB.
+ * Concurrency rests on atomic single-document conditional writes (a filter on a version or a
+ * state, upserts on deterministic `_id`s, unique keys), never on a lock in one process, so any
+ * number of replicas may write one database.
+ *
+ * Every call goes through `dbCall`, which hands it the remaining RPC deadline as `maxTimeMS`
+ * (deadline.ts) and translates driver errors (errors.ts).
  */
 import { SpanKind, trace } from "@opentelemetry/api";
-import { MongoBulkWriteError, MongoClient, type Collection, type Db, type Document, type IndexDescription, type OptionalUnlessRequiredId } from "mongodb";
+import { MongoBulkWriteError, MongoClient, type Collection, type CreateIndexesOptions, type Db, type Document, type IndexDescription, type IndexSpecification, type OptionalUnlessRequiredId } from "mongodb";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { dbTimeout } from "./deadline.js";
 import { fromMongoError } from "./errors.js";
 import { inSpan } from "./spans.js";
 
@@ -26,7 +33,6 @@ export async function connectMongo(uri: string, timeoutMs = 5000): Promise<Mongo
     serverSelectionTimeoutMS: 3000,
     connectTimeoutMS: 3000,
     maxPoolSize: 50,
-    retryWrites: false, // FerretDB v1 and standalone servers have no retryable writes
     appName: "linquid",
   });
   await Promise.race([
@@ -41,14 +47,20 @@ export function pluginDb(client: MongoClient, prefix: string, plugin: string): D
   return client.db(`${prefix}_${plugin}`);
 }
 
+/** The options `dbCall` hands to each driver call: the remaining deadline as `maxTimeMS`. */
+export type DbOptions = { readonly maxTimeMS: number };
+
 /**
- * Runs one database call inside a client span named after the collection and operation,
- * translating driver errors to ConnectErrors (see errors.ts).
+ * Runs one database call inside a client span named after the collection and operation. `fn`
+ * gets the options to pass to the driver call (`maxTimeMS`: what is left of the RPC's
+ * deadline, see deadline.ts); driver errors become ConnectErrors (errors.ts), a command the
+ * server stopped at its `maxTimeMS` DEADLINE_EXCEEDED.
  */
-export async function dbCall<T>(collection: string, operation: string, fn: () => Promise<T>): Promise<T> {
+export async function dbCall<T>(collection: string, operation: string, fn: (options: DbOptions) => Promise<T>): Promise<T> {
   const attributes = { "db.system": "mongodb", "db.collection.name": collection, "db.operation.name": operation };
   try {
-    return await inSpan(tracer, `mongodb.${operation} ${collection}`, { kind: SpanKind.CLIENT, attributes }, fn);
+    const options = dbTimeout();
+    return await inSpan(tracer, `mongodb.${operation} ${collection}`, { kind: SpanKind.CLIENT, attributes }, () => fn(options));
   } catch (err) {
     throw fromMongoError(err, `${collection}.${operation}`);
   }
@@ -57,43 +69,42 @@ export async function dbCall<T>(collection: string, operation: string, fn: () =>
 /**
  * Creates indexes one at a time. FerretDB v1 drops the connection when one createIndexes
  * command names several indexes that all exist already (a restart on existing data), while
- * one index per command is fine on both backends and idempotent.
+ * one index per command is fine on both backends and idempotent. (`createIndex`, because the
+ * driver's `createIndexes` does not pass `maxTimeMS` on.)
  */
 export async function ensureIndexes<T extends Document>(collection: Collection<T>, indexes: readonly IndexDescription[]): Promise<void> {
-  for (const index of indexes) {
-    await dbCall(collection.collectionName, "createIndexes", () => collection.createIndexes([index]));
+  for (const { key, ...options } of indexes) {
+    await dbCall(collection.collectionName, "createIndexes", (o) => collection.createIndex(key as IndexSpecification, { ...options, ...o } as CreateIndexesOptions));
   }
 }
 
 /**
- * Inserts documents that may exist already (unordered, 1,000 per command): the unique `_id`
- * decides, with no read first. Returns the `_id`s that were already stored, which were left
- * as they were.
+ * Inserts documents that may exist already, in one unordered insertMany however many there
+ * are (the driver splits what exceeds a command's limits): the unique `_id` decides, with no
+ * read first. Returns the `_id`s that were already stored, which were left as they were.
  */
 export async function insertManyNew<T extends Document & { _id: string }>(collection: Collection<T>, docs: readonly T[]): Promise<Set<string>> {
   const existing = new Set<string>();
-  for (let i = 0; i < docs.length; i += 1000) {
-    const part = docs.slice(i, i + 1000);
-    await dbCall(collection.collectionName, "insertMany", async () => {
-      try {
-        await collection.insertMany(part as OptionalUnlessRequiredId<T>[], { ordered: false });
-      } catch (err) {
-        if (!(err instanceof MongoBulkWriteError)) throw err;
-        const errors = Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors];
-        for (const we of errors) {
-          if (we.code !== 11000) throw err;
-          existing.add(part[we.index]!._id);
-        }
+  if (docs.length === 0) return existing;
+  await dbCall(collection.collectionName, "insertMany", async (o) => {
+    try {
+      await collection.insertMany(docs as OptionalUnlessRequiredId<T>[], { ordered: false, ...o });
+    } catch (err) {
+      if (!(err instanceof MongoBulkWriteError)) throw err;
+      const errors = Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors];
+      for (const we of errors) {
+        if (we.code !== 11000) throw err;
+        existing.add(docs[we.index]!._id);
       }
-    });
-  }
+    }
+  });
   return existing;
 }
 
 /** Inserts one document unless its `_id` (or another unique key) exists: true when inserted. */
 export async function insertIfAbsent<T extends Document>(collection: Collection<T>, doc: OptionalUnlessRequiredId<T>): Promise<boolean> {
   try {
-    await dbCall(collection.collectionName, "insertOne", () => collection.insertOne(doc));
+    await dbCall(collection.collectionName, "insertOne", (o) => collection.insertOne(doc, o));
     return true;
   } catch (err) {
     if (err instanceof ConnectError && err.code === Code.AlreadyExists) return false;

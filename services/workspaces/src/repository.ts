@@ -48,27 +48,27 @@ export class MongoWorkspacesRepository implements WorkspacesRepository {
   }
 
   async ensureIndexes(): Promise<void> {
-    await dbCall("api_keys", "createIndexes", () => this.keys.createIndex({ keyId: 1 }, { unique: true, name: "keyId_unique" }));
+    await dbCall("api_keys", "createIndexes", (o) => this.keys.createIndex({ keyId: 1 }, { unique: true, name: "keyId_unique", ...o }));
   }
 
   async insertWorkspace(doc: WorkspaceDoc): Promise<void> {
-    await dbCall("workspaces", "insertOne", () => this.workspaces.insertOne(doc));
+    await dbCall("workspaces", "insertOne", (o) => this.workspaces.insertOne(doc, o));
   }
 
   findWorkspace(id: string): Promise<WorkspaceDoc | null> {
-    return dbCall("workspaces", "findOne", () => this.workspaces.findOne({ _id: id }));
+    return dbCall("workspaces", "findOne", (o) => this.workspaces.findOne({ _id: id }, o));
   }
 
   async insertApiKey(doc: ApiKeyDoc): Promise<void> {
-    await dbCall("api_keys", "insertOne", () => this.keys.insertOne(doc));
+    await dbCall("api_keys", "insertOne", (o) => this.keys.insertOne(doc, o));
   }
 
   findApiKeyByHash(hash: string): Promise<ApiKeyDoc | null> {
-    return dbCall("api_keys", "findOne", () => this.keys.findOne({ _id: hash }));
+    return dbCall("api_keys", "findOne", (o) => this.keys.findOne({ _id: hash }, o));
   }
 
   async revokeApiKey(keyId: string, at: Date): Promise<ApiKeyDoc | null> {
-    await dbCall("api_keys", "updateOne", () => this.keys.updateOne({ keyId, revokedAt: null }, { $set: { revokedAt: at } }));
-    return dbCall("api_keys", "findOne", () => this.keys.findOne({ keyId }));
+    await dbCall("api_keys", "updateOne", (o) => this.keys.updateOne({ keyId, revokedAt: null }, { $set: { revokedAt: at } }, o));
+    return dbCall("api_keys", "findOne", (o) => this.keys.findOne({ keyId }, o));
   }
 }

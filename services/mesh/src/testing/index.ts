@@ -97,7 +97,7 @@ export async function startTestMesh(env: Record<string, string> = {}): Promise<T
 
 /** A plugin's own database in a test mesh, through a client of the test's own (to inspect or damage it). */
 export async function pluginDatabase(mesh: TestMesh, plugin: string): Promise<{ db: Db; close: () => Promise<void> }> {
-  const client = new MongoClient(mesh.host.mongodbUri!, { retryWrites: false });
+  const client = new MongoClient(mesh.host.mongodbUri!);
   await client.connect();
   return { db: client.db(`${mesh.config.mongodbDbPrefix}_${plugin}`), close: () => client.close() };
 }
