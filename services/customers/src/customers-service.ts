@@ -25,7 +25,8 @@ import {
 } from "@linquid/contracts";
 import { badRequest, Violations } from "@linquid/mesh";
 import { parseCustomerRef } from "./identity.js";
-import { metadataOf, type CustomerDoc, type CustomersRepository, type StatsDoc } from "./repository.js";
+import { metadataOf, type CustomerDoc, type StatsDoc } from "./customer-doc.js";
+import type { CustomersRepository } from "./customers-repository.js";
 import type { Retrier } from "./retry-sweeper.js";
 import {
   checkExternalId,

@@ -1,30 +1,42 @@
 /**
- * Follow-ups of a customer write that need the analytics service: the scrub of a deleted
- * customer's PII from its events, and the registration of a created customer's creation time.
- * The write records the follow-up as pending on the customer (`scrubPending`,
- * `registerPending`) and tries it at once; when analytics cannot be reached the write still
- * succeeds, and a sweeper per follow-up retries every few seconds until it is done. A sweeper
- * looks for pending work after a failure of its own (every `intervalMs`), at start (work a
- * crashed process left) and every `fullScanMs` (work another replica left). The look-up is
- * indexed on MongoDB but a collection scan on FerretDB, hence the long default for the
- * periodic one.
+ * Retries of the follow-ups a customer write owes the analytics service (follow-ups.ts). The
+ * write records a marker (follow-up-markers.ts) and tries the follow-up at once; when analytics
+ * cannot be reached the write still succeeds and the marker waits for a sweeper.
+ *
+ * Every replica runs one sweeper per kind of follow-up. Every `intervalMs` it asks for the
+ * markers that are due — one query on the markers' `(kind, due)` index, so its cost follows the
+ * pending work, not the number of customers — and leases each one before working on it, so the
+ * sweepers of several replicas do not repeat each other's work. A pass stops at the first
+ * failure (analytics is down: the rest would fail the same way); a follow-up that failed is due
+ * again when its lease (`leaseMs`) runs out.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "@linquid/mesh";
 
-export interface PendingCustomer {
+export interface FollowUpTarget {
   workspaceId: string;
   customerId: string;
+}
+
+/** A marker a sweeper found due; `token` identifies the marker as it was read. */
+export interface DueFollowUp extends FollowUpTarget {
+  token: string;
+  due: Date;
 }
 
 /** One kind of follow-up. */
 export interface FollowUp {
   /** For logs: "customer scrub". */
   readonly name: string;
-  /** Does the work for one customer and records it done; throws when it has to wait. */
-  run(customer: PendingCustomer, timeoutMs: number): Promise<void>;
-  /** Customers whose follow-up is pending, oldest first. */
-  findPending(limit: number): Promise<PendingCustomer[]>;
+  /**
+   * Does the work for one customer and removes its marker; throws when it has to wait. A
+   * sweeper passes the marker it leased; the write's own attempt passes the customer only.
+   */
+  run(target: FollowUpTarget | DueFollowUp, timeoutMs: number): Promise<void>;
+  /** Markers of this kind that are due, oldest first. */
+  findDue(limit: number): Promise<DueFollowUp[]>;
+  /** Takes a due marker for `leaseMs`; null when another sweeper (or a new write) got it first. */
+  lease(marker: DueFollowUp, leaseMs: number): Promise<DueFollowUp | null>;
 }
 
 export interface Retrier {
@@ -34,22 +46,20 @@ export interface Retrier {
 
 export interface RetrySweeperOptions {
   intervalMs?: number;
-  fullScanMs?: number;
+  /** How long a leased follow-up is left to its sweeper; a failed one is retried after it. */
+  leaseMs?: number;
   callTimeoutMs?: number;
   batchSize?: number;
 }
 
 export class RetrySweeper implements Retrier {
   private readonly intervalMs: number;
-  private readonly fullScanMs: number;
+  private readonly leaseMs: number;
   private readonly callTimeoutMs: number;
   private readonly batchSize: number;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private stopped = false;
-  /** Work may be pending: an attempt failed here, or nobody looked yet. */
-  private dirty = true;
-  private lastFullScan = 0;
   /** Whether the last attempt failed, so a long outage is logged once, not every tick. */
   private failing = false;
 
@@ -59,20 +69,24 @@ export class RetrySweeper implements Retrier {
     options: RetrySweeperOptions = {},
   ) {
     this.intervalMs = options.intervalMs ?? 3000;
-    this.fullScanMs = options.fullScanMs ?? 300_000;
     this.callTimeoutMs = options.callTimeoutMs ?? 3000;
+    this.leaseMs = options.leaseMs ?? 2 * this.callTimeoutMs;
     this.batchSize = options.batchSize ?? 100;
   }
 
-  async attempt(workspaceId: string, customerId: string): Promise<boolean> {
+  attempt(workspaceId: string, customerId: string): Promise<boolean> {
+    return this.tryOne({ workspaceId, customerId });
+  }
+
+  private async tryOne(target: FollowUpTarget | DueFollowUp): Promise<boolean> {
     const name = this.followUp.name;
+    const { workspaceId, customerId } = target;
     try {
-      await this.followUp.run({ workspaceId, customerId }, this.callTimeoutMs);
+      await this.followUp.run(target, this.callTimeoutMs);
       if (this.failing) this.logger.info(`${name}s are going through again`, { customerId });
       this.failing = false;
       return true;
     } catch (err) {
-      this.dirty = true;
       const code = err instanceof ConnectError ? Code[err.code] : err instanceof Error ? err.name : "unknown";
       const fields = { customerId, workspaceId, code, message: err instanceof Error ? err.message : String(err) };
       if (this.failing) this.logger.debug(`${name} still pending`, fields);
@@ -86,32 +100,37 @@ export class RetrySweeper implements Retrier {
   start(): void {
     if (this.timer !== undefined || this.stopped) return;
     this.timer = setInterval(() => {
-      this.running ??= this.sweep().finally(() => (this.running = undefined));
+      this.running ??= this.sweep()
+        .then(() => undefined)
+        .finally(() => (this.running = undefined));
     }, this.intervalMs);
     this.timer.unref();
   }
 
-  /** One pass over the pending follow-ups (when there may be any); exposed for tests. */
-  async sweep(): Promise<void> {
-    const now = Date.now();
-    if (!this.dirty && now - this.lastFullScan < this.fullScanMs) return;
-    this.lastFullScan = now;
-    let pending: PendingCustomer[];
+  /** One pass over the follow-ups that are due; returns how many were done. Exposed for tests. */
+  async sweep(): Promise<number> {
+    let due: DueFollowUp[];
     try {
-      pending = await this.followUp.findPending(this.batchSize);
+      due = await this.followUp.findDue(this.batchSize);
     } catch (err) {
       this.logger.warn(`cannot read pending ${this.followUp.name}s`, { error: err instanceof Error ? err.message : String(err) });
-      return;
+      return 0;
     }
-    let allDone = true;
-    for (const p of pending) {
-      if (this.stopped) return;
-      if (!(await this.attempt(p.workspaceId, p.customerId))) {
-        allDone = false;
-        break; // analytics is down: the rest would fail the same way
+    let done = 0;
+    for (const marker of due) {
+      if (this.stopped) break;
+      let leased: DueFollowUp | null;
+      try {
+        leased = await this.followUp.lease(marker, this.leaseMs);
+      } catch (err) {
+        this.logger.warn(`cannot lease a pending ${this.followUp.name}`, { error: err instanceof Error ? err.message : String(err) });
+        break;
       }
+      if (leased === null) continue;
+      if (!(await this.tryOne(leased))) break; // analytics is down: the rest would fail the same way
+      done++;
     }
-    this.dirty = !allDone || pending.length === this.batchSize;
+    return done;
   }
 
   /** Stops the retries and waits for a pass in progress. */

@@ -159,7 +159,8 @@ describe("CustomersService over gRPC", () => {
     }
     const stored = await db.collection("customers").findOne({ _id: cus.id as never });
     // analytics does not run in this mesh: the delete is recorded and the scrub waits
-    expect(stored).toMatchObject({ scrubPending: true, externalId: null, email: null, name: null, avatar: null, metadataJson: null, search: [] });
+    expect(stored).toMatchObject({ externalId: null, email: null, name: null, avatar: null, metadataJson: null, search: [] });
+    expect(await db.collection("customer_follow_ups").findOne({ _id: `scrub:${cus.id}` as never })).toMatchObject({ kind: "scrub", customerId: cus.id, workspaceId: ws });
     expect(stored?.["deletedAt"]).toBeInstanceOf(Date);
     // totals stay, and stats can still be set on a deleted customer
     expect(stored?.["stats"]).toMatchObject({ leads: 3, sales: 1, revenue: 990, currency: "USD" });

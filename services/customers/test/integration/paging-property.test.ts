@@ -5,7 +5,7 @@ import type { Client } from "@connectrpc/connect";
 import fc from "fast-check";
 import type { Collection, Db } from "mongodb";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { newCustomerDoc, type CustomerDoc } from "../../src/repository.js";
+import { newCustomerDoc, type CustomerDoc } from "../../src/customer-doc.js";
 import { customersDb } from "./helpers.js";
 
 describe("ListCustomers paging (property)", () => {

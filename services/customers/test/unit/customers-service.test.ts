@@ -249,7 +249,8 @@ describe("CustomersHandler", () => {
       scrubber.ok = false;
       const id = (await h.createCustomer(createReq({ externalId: "u1" }))).customer!.id;
       expect(await h.deleteCustomer({ workspaceId: WS, id } as never)).toEqual({ id, deleted: true });
-      expect(repo.docs.get(id)).toMatchObject({ scrubPending: true, email: null, externalId: null });
+      expect(repo.docs.get(id)).toMatchObject({ email: null, externalId: null });
+      expect(repo.docs.get(id)?.deletedAt).toBeInstanceOf(Date);
     });
   });
 

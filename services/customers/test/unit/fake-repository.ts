@@ -1,7 +1,8 @@
 /** An in-memory CustomersRepository with the same observable rules, for handler tests. */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { newId } from "@linquid/mesh";
-import { changes, newCustomerDoc, type CustomerDoc, type CustomersRepository, type MergeMode, type StatsDoc, type StatsResult } from "../../src/repository.js";
+import { changes, newCustomerDoc, type CustomerDoc, type MergeMode, type StatsDoc } from "../../src/customer-doc.js";
+import type { CustomersRepository, StatsResult } from "../../src/customers-repository.js";
 import { foldCase } from "../../src/search.js";
 import type { CustomerPatch, ListQuery } from "../../src/validation.js";
 
@@ -62,7 +63,7 @@ export class FakeCustomersRepository implements CustomersRepository {
     this.calls.push(`softDelete ${customerId}`);
     const cur = await this.findLive(workspaceId, customerId);
     if (cur === null) return null;
-    this.docs.set(customerId, { ...cur, deletedAt: new Date(), externalId: null, email: null, name: null, avatar: null, metadataJson: null, search: [], scrubPending: true });
+    this.docs.set(customerId, { ...cur, deletedAt: new Date(), externalId: null, email: null, name: null, avatar: null, metadataJson: null, search: [] });
     return cur;
   }
 

@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { identityKeyId, parseCustomerRef } from "../../src/identity.js";
-import { changes, newCustomerDoc } from "../../src/repository.js";
+import { changes, newCustomerDoc } from "../../src/customer-doc.js";
 import { foldCase, literalPattern, searchTerms } from "../../src/search.js";
 
 describe("parseCustomerRef", () => {

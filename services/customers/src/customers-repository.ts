@@ -1,0 +1,269 @@
+/**
+ * The customers plugin's access to its customers: reads, the writes of the identity protocol
+ * (create, update and rename, soft delete — see identity-keys.ts), and the stats analytics
+ * sets. A write that owes analytics a follow-up records its marker first (follow-up-markers.ts).
+ * Every database call goes through dbCall (deadline as `maxTimeMS`, errors translated).
+ *
+ * Nothing here holds a lock: every read-modify-write of a customer is one update conditional on
+ * the `rev` it read, retried (re-read) when another writer got there first, so any number of
+ * replicas may write the same customers.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import { dbCall, ensureIndexes, insertIfAbsent, insertManyNew, newId, pauseBeforeRetry } from "@linquid/mesh";
+import type { Collection, Db, UpdateFilter } from "mongodb";
+import { changes, deletedFields, isLiveIn, liveFilter, newCustomerDoc, type CustomerDoc, type MergeMode, type StatsDoc } from "./customer-doc.js";
+import { FollowUpMarkers } from "./follow-up-markers.js";
+import { identityKeyId } from "./identity.js";
+import { CONTENDED, IdentityKeys, newToken, type KeyDoc } from "./identity-keys.js";
+import type { CustomerPatch, ListQuery } from "./validation.js";
+
+export type StatsResult = "applied" | "stale" | "not_found";
+
+export interface CustomersRepository {
+  /** The live customer with this id in this workspace. */
+  findLive(workspaceId: string, customerId: string): Promise<CustomerDoc | null>;
+  /** The live customer with this external id in this workspace. */
+  findLiveByExternalId(workspaceId: string, externalId: string): Promise<CustomerDoc | null>;
+  /** Creates the customer with this external id, or applies `patch` to the live one that has it. */
+  upsertByExternalId(workspaceId: string, externalId: string, patch: CustomerPatch, mode: MergeMode): Promise<{ doc: CustomerDoc; created: boolean }>;
+  /** `upsertByExternalId(…, "fill")` for many distinct external ids at once; results in order. */
+  stitchMany(workspaceId: string, items: ReadonlyArray<{ externalId: string; patch: CustomerPatch }>): Promise<Array<{ doc: CustomerDoc; created: boolean }>>;
+  /**
+   * Applies `patch` to a live customer; null when it is not (or no longer) live.
+   * Throws ALREADY_EXISTS when the new externalId belongs to another live customer.
+   */
+  update(workspaceId: string, customerId: string, patch: CustomerPatch): Promise<CustomerDoc | null>;
+  /** Marks a live customer deleted, scrubs its PII and frees its externalId; null when not live. */
+  softDelete(workspaceId: string, customerId: string): Promise<CustomerDoc | null>;
+  list(workspaceId: string, query: ListQuery): Promise<{ docs: CustomerDoc[]; total: number }>;
+  count(workspaceId: string, search: string | undefined): Promise<number>;
+  setStats(workspaceId: string, customerId: string, stats: StatsDoc, version: number): Promise<StatsResult>;
+}
+
+export interface RepositoryOptions {
+  /** How long a key whose customer does not (yet) match may belong to a write in flight. */
+  keyGraceMs?: number;
+  /** How long one call may retry under contention before giving up with UNAVAILABLE. */
+  contentionTimeoutMs?: number;
+  /** How long after a write its follow-up becomes the sweepers' (follow-up-markers.ts). */
+  followUpFirstDueMs?: number;
+}
+
+export class MongoCustomersRepository implements CustomersRepository {
+  readonly customers: Collection<CustomerDoc>;
+  readonly identity: IdentityKeys;
+  readonly followUps: FollowUpMarkers;
+  private readonly contentionTimeoutMs: number;
+
+  constructor(db: Db, options: RepositoryOptions = {}) {
+    this.customers = db.collection<CustomerDoc>("customers");
+    this.identity = new IdentityKeys(db, this.customers, options.keyGraceMs ?? 3000);
+    this.followUps = new FollowUpMarkers(db, options.followUpFirstDueMs === undefined ? {} : { firstDueMs: options.followUpFirstDueMs });
+    this.contentionTimeoutMs = options.contentionTimeoutMs ?? 15_000;
+  }
+
+  /** The identity keys (`customer_keys`). */
+  get keys(): Collection<KeyDoc> {
+    return this.identity.keys;
+  }
+
+  /** The indexes MongoDB needs for each query shape. */
+  async ensureIndexes(): Promise<void> {
+    // list/count/search of live customers, either sort order (walked backwards for desc)
+    await ensureIndexes(this.customers, [{ key: { workspaceId: 1, deletedAt: 1, createdAt: 1, _id: 1 }, name: "workspace_live_created" }]);
+    await this.identity.ensureIndexes();
+    await this.followUps.ensureIndexes();
+  }
+
+  /** A customer in whatever state (live, deleted, tombstone), or null. */
+  findById(customerId: string): Promise<CustomerDoc | null> {
+    return dbCall("customers", "findOne", (o) => this.customers.findOne({ _id: customerId }, o));
+  }
+
+  async findLive(workspaceId: string, customerId: string): Promise<CustomerDoc | null> {
+    const doc = await this.findById(customerId);
+    return isLiveIn(doc, workspaceId) ? doc : null;
+  }
+
+  async findLiveByExternalId(workspaceId: string, externalId: string): Promise<CustomerDoc | null> {
+    const key = await this.identity.find(workspaceId, externalId);
+    if (key === null) return null;
+    const doc = await this.findLive(workspaceId, key.customerId);
+    return doc !== null && doc.externalId === externalId ? doc : null;
+  }
+
+  async upsertByExternalId(workspaceId: string, externalId: string, patch: CustomerPatch, mode: MergeMode): Promise<{ doc: CustomerDoc; created: boolean }> {
+    const deadline = Date.now() + this.contentionTimeoutMs;
+    for (let attempt = 0; ; attempt++) {
+      const id = newId("cus");
+      const claim = await this.identity.claim(workspaceId, externalId, id, deadline);
+      if (claim.kind === "held") {
+        const holder = claim.customer;
+        const set = changes(holder, patch, mode);
+        if (set === null) return { doc: holder, created: false };
+        const updated = await this.updateAtRev(holder, set);
+        if (updated !== null) return { doc: updated, created: false };
+      } else {
+        // Created through the API ("overwrite"): analytics must learn its creation time, so the
+        // registration is owed before the customer exists. Stitched ones ("fill") are created
+        // by analytics for an event it is storing.
+        if (mode === "overwrite") await this.followUps.mark("register", workspaceId, id);
+        const doc = newCustomerDoc(id, workspaceId, externalId, patch, new Date());
+        if (await insertIfAbsent(this.customers, doc)) return { doc, created: true };
+        // Otherwise the id was poisoned by a writer that took the key over; start again.
+      }
+      await pauseBeforeRetry(attempt, deadline, CONTENDED);
+    }
+  }
+
+  /**
+   * The common cases of a bulk stitch in a few round trips, each step one the protocol allows:
+   * a valid key whose customer needs no filling is the "held" answer (read only); absent keys
+   * are claimed with one insertMany and their customers inserted with another. Whatever else
+   * (a stale or contended key, a customer to fill in, a lost insert) takes the one-by-one path.
+   */
+  async stitchMany(workspaceId: string, items: ReadonlyArray<{ externalId: string; patch: CustomerPatch }>): Promise<Array<{ doc: CustomerDoc; created: boolean }>> {
+    const out: Array<{ doc: CustomerDoc; created: boolean }> = new Array(items.length);
+    if (items.length === 0) return out;
+    const keyIds = items.map((it) => identityKeyId(workspaceId, it.externalId));
+    const keys = await this.identity.findMany(keyIds);
+    const holderIds = [...new Set([...keys.values()].map((k) => k.customerId))];
+    const holders = new Map(
+      holderIds.length === 0 ? [] : (await dbCall("customers", "find", (o) => this.customers.find({ _id: { $in: holderIds } }, o).toArray())).map((c) => [c._id, c]),
+    );
+    const slow: number[] = [];
+    const absent: number[] = [];
+    items.forEach((it, i) => {
+      const key = keys.get(keyIds[i]!);
+      if (key === undefined) return void absent.push(i);
+      const holder = holders.get(key.customerId);
+      if (isLiveIn(holder, workspaceId) && holder.externalId === it.externalId && changes(holder, it.patch, "fill") === null) out[i] = { doc: holder, created: false };
+      else slow.push(i);
+    });
+    if (absent.length > 0) {
+      const now = new Date();
+      const claims = absent.map((i) => ({ i, key: { _id: keyIds[i]!, customerId: newId("cus"), token: newToken(), at: now } }));
+      const takenKeys = await this.identity.claimAbsent(claims.map((c) => c.key));
+      const claimed = claims.filter((c) => !takenKeys.has(c.key._id));
+      slow.push(...claims.filter((c) => takenKeys.has(c.key._id)).map((c) => c.i));
+      const docs = claimed.map((c) => newCustomerDoc(c.key.customerId, workspaceId, items[c.i]!.externalId, items[c.i]!.patch, now));
+      const takenIds = await insertManyNew(this.customers, docs);
+      claimed.forEach((c, k) => {
+        if (takenIds.has(docs[k]!._id)) slow.push(c.i); // poisoned meanwhile: start again
+        else out[c.i] = { doc: docs[k]!, created: true };
+      });
+    }
+    await mapLimit(slow, 8, async (i) => {
+      out[i] = await this.upsertByExternalId(workspaceId, items[i]!.externalId, items[i]!.patch, "fill");
+    });
+    return out;
+  }
+
+  async update(workspaceId: string, customerId: string, patch: CustomerPatch): Promise<CustomerDoc | null> {
+    const deadline = Date.now() + this.contentionTimeoutMs;
+    for (let attempt = 0; ; attempt++) {
+      const cur = await this.findLive(workspaceId, customerId);
+      if (cur === null) return null;
+      const set = changes(cur, patch, "overwrite");
+      if (set === null) return cur;
+      const oldExternalId = cur.externalId!;
+      const renaming = set.externalId !== undefined && set.externalId !== oldExternalId;
+      let oldKey: KeyDoc | null = null;
+      if (renaming) {
+        oldKey = await this.identity.find(workspaceId, oldExternalId);
+        const claim = await this.identity.claim(workspaceId, set.externalId!, customerId, deadline);
+        if (claim.kind === "held") throw new ConnectError("externalId already belongs to another customer", Code.AlreadyExists);
+      }
+      const updated = await this.updateAtRev(cur, set);
+      if (updated !== null) {
+        if (renaming && oldKey !== null && oldKey.customerId === customerId) await this.identity.releaseRenamed(oldKey);
+        return updated;
+      }
+      // Lost the race for the record. The claim stays: deleting it by its token is not safe, as
+      // another rename of this customer to the same externalId may have re-tokened it and then
+      // committed, making it valid. Left alone, it is either used by the retry or, stale, taken over.
+      await pauseBeforeRetry(attempt, deadline, CONTENDED);
+    }
+  }
+
+  async softDelete(workspaceId: string, customerId: string): Promise<CustomerDoc | null> {
+    const deadline = Date.now() + this.contentionTimeoutMs;
+    for (let attempt = 0; ; attempt++) {
+      const cur = await this.findLive(workspaceId, customerId);
+      if (cur === null) return null;
+      // The scrub is owed before the delete can happen; the delete is conditional on the rev
+      // read, so a sweeper that finds the marker of a delete that never happened can fence it
+      // off by bumping the rev (follow-ups.ts).
+      await this.followUps.mark("scrub", workspaceId, customerId);
+      const now = new Date();
+      const before = await dbCall("customers", "findOneAndUpdate", (o) =>
+        this.customers.findOneAndUpdate({ _id: customerId, rev: cur.rev, deletedAt: null }, { $set: deletedFields(now), $inc: { rev: 1 } }, { ...o, returnDocument: "before" }),
+      );
+      if (before !== null) {
+        if (before.externalId !== null) await this.identity.releaseOfDeleted(identityKeyId(workspaceId, before.externalId), customerId);
+        return before;
+      }
+      await pauseBeforeRetry(attempt, deadline, CONTENDED);
+    }
+  }
+
+  async list(workspaceId: string, query: ListQuery): Promise<{ docs: CustomerDoc[]; total: number }> {
+    const filter = liveFilter(workspaceId, query.search);
+    const dir = query.sortOrder === "asc" ? 1 : -1;
+    const [docs, total] = await Promise.all([
+      dbCall("customers", "find", (o) =>
+        this.customers
+          .find(filter, o)
+          .sort({ createdAt: dir, _id: dir })
+          .skip((query.page - 1) * query.limit)
+          .limit(query.limit)
+          .toArray(),
+      ),
+      this.count(workspaceId, query.search),
+    ]);
+    return { docs, total };
+  }
+
+  count(workspaceId: string, search: string | undefined): Promise<number> {
+    return dbCall("customers", "countDocuments", (o) => this.customers.countDocuments(liveFilter(workspaceId, search), o));
+  }
+
+  async setStats(workspaceId: string, customerId: string, stats: StatsDoc, version: number): Promise<StatsResult> {
+    const res = await dbCall("customers", "updateOne", (o) =>
+      this.customers.updateOne({ _id: customerId, workspaceId, statsVersion: { $not: { $gte: version } } }, { $set: { stats, statsVersion: version } }, o),
+    );
+    if (res.matchedCount > 0) return "applied";
+    const exists = await dbCall("customers", "findOne", (o) => this.customers.findOne({ _id: customerId, workspaceId }, { ...o, projection: { _id: 1 } }));
+    return exists === null ? "not_found" : "stale";
+  }
+
+  /**
+   * Bumps the rev of a customer still live at the rev it was read at, so a delete or rename
+   * that read it earlier fails its conditional update; false when it changed meanwhile.
+   */
+  async fence(cur: CustomerDoc): Promise<boolean> {
+    const res = await dbCall("customers", "updateOne", (o) => this.customers.updateOne({ _id: cur._id, rev: cur.rev, deletedAt: null }, { $inc: { rev: 1 } }, o));
+    return res.matchedCount > 0;
+  }
+
+  /** Applies `set` if the record is still at the revision it was read at. */
+  private updateAtRev(cur: CustomerDoc, set: Partial<CustomerDoc>): Promise<CustomerDoc | null> {
+    return dbCall("customers", "findOneAndUpdate", (o) =>
+      this.customers.findOneAndUpdate(
+        { _id: cur._id, rev: cur.rev, deletedAt: null },
+        { $set: { ...set, updatedAt: new Date() }, $inc: { rev: 1 } } as UpdateFilter<CustomerDoc>,
+        { ...o, returnDocument: "after" },
+      ),
+    );
+  }
+}
+
+/** Runs `fn` over `items`, at most `limit` at a time. */
+async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
+}

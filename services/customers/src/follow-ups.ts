@@ -1,0 +1,82 @@
+/**
+ * What the follow-ups of a customer write do in the analytics service, one customer at a time.
+ * Both are idempotent, and both look at the customer first: the marker is written before the
+ * customer write (follow-up-markers.ts), so it may belong to a write that has not happened —
+ * still in flight, or lost with a crashed process. A sweeper removes such a marker only after
+ * fencing that write off for good, so the write can never land without its marker:
+ *
+ * - scrub: the customer is deleted → ScrubCustomer in analytics, then every identity key still
+ *   pointing at it (their `_id`s hold its external ids; a crash may leave one), then the marker.
+ *   Still live → the delete has not happened: bump the customer's rev (the delete's update is
+ *   conditional on the rev it read, so a late one fails and its writer re-reads, re-marking
+ *   with a new token) and remove the marker if its token is the one leased.
+ * - register: the customer exists → RegisterCustomer with its creation time, then the marker.
+ *   A tombstone → the create's id was poisoned and it retried under another: remove the marker.
+ *   Missing → the insert has not happened: poison the id (a late insert then fails and its
+ *   writer retries under a new id, with a new marker) and remove the marker.
+ */
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { Client } from "@connectrpc/connect";
+import type { AnalyticsService } from "@linquid/contracts";
+import type { MongoCustomersRepository } from "./customers-repository.js";
+import type { FollowUpKind } from "./follow-up-markers.js";
+import type { DueFollowUp, FollowUp, FollowUpTarget } from "./retry-sweeper.js";
+
+type Analytics = () => Client<typeof AnalyticsService>;
+
+/** The marker side of a follow-up of `kind`: finding, leasing and removing its markers. */
+function markersOf(repo: MongoCustomersRepository, kind: FollowUpKind): Pick<FollowUp, "findDue" | "lease"> & { remove(target: FollowUpTarget | DueFollowUp): Promise<boolean> } {
+  const markers = repo.followUps;
+  return {
+    findDue: (limit) => markers.findDue(kind, limit),
+    lease: (marker, leaseMs) => markers.lease({ ...marker, _id: `${kind}:${marker.customerId}`, kind }, leaseMs),
+    remove: (target) => markers.remove(kind, target.customerId, "token" in target ? target.token : undefined),
+  };
+}
+
+/** Removes a deleted customer's PII from analytics and its stale identity keys. */
+export function createScrubFollowUp(repo: MongoCustomersRepository, analytics: Analytics): FollowUp {
+  const markers = markersOf(repo, "scrub");
+  return {
+    name: "customer scrub",
+    findDue: markers.findDue,
+    lease: markers.lease,
+    async run(target, timeoutMs) {
+      const { workspaceId, customerId } = target;
+      const customer = await repo.findById(customerId);
+      if (customer !== null && customer.deletedAt === null) {
+        // Only a sweeper's leased marker can get here (the write's own attempt follows its delete).
+        if ("token" in target && (await repo.fence(customer))) await markers.remove(target);
+        return;
+      }
+      if (customer !== null) {
+        await analytics().scrubCustomer({ workspaceId, customerId }, { timeoutMs });
+        await repo.identity.removeAllOf(customerId);
+      }
+      await markers.remove({ workspaceId, customerId });
+    },
+  };
+}
+
+/** Records a customer's creation time in analytics (its first touch while it has no touchpoint). */
+export function createRegisterFollowUp(repo: MongoCustomersRepository, analytics: Analytics): FollowUp {
+  const markers = markersOf(repo, "register");
+  return {
+    name: "customer registration",
+    findDue: markers.findDue,
+    lease: markers.lease,
+    async run(target, timeoutMs) {
+      const { workspaceId, customerId } = target;
+      const customer = await repo.findById(customerId);
+      if (customer === null) {
+        // Only a sweeper's leased marker can get here (the write's own attempt follows its insert).
+        if ("token" in target && (await repo.identity.poison(customerId, workspaceId))) await markers.remove(target);
+        return;
+      }
+      if (customer.tombstone !== true) {
+        await analytics().registerCustomer({ workspaceId, customerId, createdAt: timestampFromDate(customer.createdAt) }, { timeoutMs });
+      }
+      await markers.remove({ workspaceId, customerId });
+    },
+  };
+}
