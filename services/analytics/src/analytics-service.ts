@@ -1,7 +1,7 @@
 /**
  * AnalyticsService: event tracking, cohort/LTV/journey/attribution reads, recalculation and
- * the PII scrub. Validation and answer shapes live here; writes and rollups in engine.ts,
- * cohort math in reads.ts.
+ * the PII scrub. Validation and answer shapes live here; the write path in ingestion.ts, totals
+ * and rollups in rollups.ts, cohort math in reads.ts.
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -33,8 +33,12 @@ import {
 } from "@linquid/contracts";
 import { Violations } from "@linquid/mesh";
 import { checkRange } from "./dates.js";
-import { stateOf, type AnalyticsEngine, type TrackOutcome } from "./engine.js";
+import type { Ingestion, TrackOutcome } from "./ingestion.js";
 import { cohorts, ltvCohorts } from "./reads.js";
+import type { AnalyticsRepository } from "./repository.js";
+import { stateOf, type Rollups } from "./rollups.js";
+import type { StatsPusher } from "./stats-push.js";
+import type { WorkspaceCurrencies } from "./workspace-currency.js";
 import { emptyTotals, foldEvents, type CohortDimension, type Touch, type TouchCount, type TotalsState } from "./totals.js";
 import { checkClick, checkCustom, checkLead, checkSale, checkTracked, checkWorkspaceId, type IncomingEvent } from "./validation.js";
 
@@ -70,9 +74,18 @@ export function sortTouchCounts(list: readonly TouchCount[]): TouchCount[] {
 
 const totalsOf = (s: TotalsState) => ({ leads: BigInt(s.leads), sales: BigInt(s.sales), revenue: BigInt(s.revenue) });
 
+/** What the handler works with. */
+export interface AnalyticsParts {
+  readonly repo: AnalyticsRepository;
+  readonly ingestion: Pick<Ingestion, "ingest">;
+  readonly rollups: Pick<Rollups, "recalculate" | "register" | "rebuild">;
+  readonly stats: Pick<StatsPusher, "push">;
+  readonly currencies: Pick<WorkspaceCurrencies, "of">;
+}
+
 export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
   constructor(
-    private readonly engine: AnalyticsEngine,
+    private readonly parts: AnalyticsParts,
     private readonly customers: () => Client<typeof CustomersService>,
     private readonly now: () => number = Date.now,
   ) {}
@@ -80,7 +93,7 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
   private async trackOne(ws: string, check: () => IncomingEvent) {
     checkWorkspaceId(ws);
     const event = check();
-    const [o] = await this.engine.ingest(ws, [event]);
+    const [o] = await this.parts.ingestion.ingest(ws, [event]);
     if (o!.failure !== undefined) throw o!.failure;
     return answer(o!);
   }
@@ -111,7 +124,7 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
         at.push(i);
       }
     });
-    const outcomes = await this.engine.ingest(req.workspaceId, valid);
+    const outcomes = await this.parts.ingestion.ingest(req.workspaceId, valid);
     const results: Array<{ eventId: string; customerId?: string; duplicate: boolean; error?: string } | undefined> = checked.map((c) =>
       "error" in c ? { eventId: "", duplicate: false, error: c.error } : undefined,
     );
@@ -129,7 +142,7 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
     if (!GROUP_BY.includes(groupBy)) v.add("group_by", `must be one of ${GROUP_BY.join(", ")}`);
     const range = checkRange(v, req.start, req.end);
     v.throwIfAny();
-    const rows = await query(() => cohorts(this.engine.repo, req.workspaceId, groupBy, range));
+    const rows = await query(() => cohorts(this.parts.repo, req.workspaceId, groupBy, range));
     return {
       cohorts: rows.map((r) =>
         create(CohortSchema, {
@@ -150,7 +163,7 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
     const months = req.months ?? 12;
     if (!Number.isInteger(months) || months < 1 || months > 24) v.add("months", "must be an integer 1..24");
     v.throwIfAny();
-    const rows = await query(() => ltvCohorts(this.engine.repo, req.workspaceId, months, new Date(this.now())));
+    const rows = await query(() => ltvCohorts(this.parts.repo, req.workspaceId, months, new Date(this.now())));
     return {
       cohorts: rows.map((r) =>
         create(LtvCohortSchema, {
@@ -183,8 +196,8 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
 
   async recalculateLtv(req: RecalculateLtvRequest) {
     const customerId = await this.resolve(req.workspaceId, req.id);
-    const r = await this.engine.lock.run(req.workspaceId, () => this.engine.recalculate(req.workspaceId, customerId));
-    await this.engine.pushStats(req.workspaceId, [r.doc]);
+    const r = await this.parts.rollups.recalculate(req.workspaceId, customerId);
+    await this.parts.stats.push(req.workspaceId, [r.doc]);
     return { customerId, before: totalsOf(r.before), after: totalsOf(r.after) };
   }
 
@@ -197,7 +210,7 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
     const range = checkRange(v, req.start, req.end);
     v.throwIfAny();
     const customerId = await this.resolve(req.workspaceId, req.id);
-    const repo = this.engine.repo;
+    const repo = this.parts.repo;
     const { events, total } = await query(() => repo.journey(req.workspaceId, customerId, range.start, range.end, (page - 1) * limit, limit));
     const totalPages = Math.ceil(total / limit);
     return {
@@ -223,13 +236,13 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
     const range = checkRange(v, req.start, req.end);
     v.throwIfAny();
     const customerId = await this.resolve(req.workspaceId, req.id);
-    const repo = this.engine.repo;
+    const repo = this.parts.repo;
     const s: TotalsState = await query(async () =>
       range.start === undefined && range.end === undefined
         ? stateOf((await repo.findTotals(req.workspaceId, [customerId])).get(customerId))
         : foldEvents(emptyTotals(), (await repo.journey(req.workspaceId, customerId, range.start, range.end, 0, 0)).events),
     );
-    const currency = await this.engine.currency(req.workspaceId);
+    const currency = await this.parts.currencies.of(req.workspaceId);
     return {
       summary: create(JourneySummarySchema, {
         ...(s.firstTouch !== null ? { firstSeenAt: timestampFromDate(s.firstTouch.at) } : {}),
@@ -249,7 +262,7 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
 
   async getAttribution(req: GetAttributionRequest) {
     const customerId = await this.resolve(req.workspaceId, req.id);
-    const doc = await query(async () => (await this.engine.repo.findTotals(req.workspaceId, [customerId])).get(customerId));
+    const doc = await query(async () => (await this.parts.repo.findTotals(req.workspaceId, [customerId])).get(customerId));
     const s = stateOf(doc);
     const counts = (list: readonly TouchCount[]) =>
       sortTouchCounts(list).map((t) => ({ id: t.id, touches: BigInt(t.touches), firstAt: timestampFromDate(t.firstAt), lastAt: timestampFromDate(t.lastAt) }));
@@ -271,7 +284,7 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
     if (req.workspaceId === "") v.add("workspaceId", "is required");
     if (req.customerId === "") v.add("customerId", "is required");
     v.throwIfAny();
-    return { scrubbedEvents: BigInt(await this.engine.repo.scrub(req.workspaceId, req.customerId)) };
+    return { scrubbedEvents: BigInt(await this.parts.repo.scrub(req.workspaceId, req.customerId)) };
   }
 
   async registerCustomer(req: RegisterCustomerRequest) {
@@ -281,13 +294,13 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
     if (req.createdAt === undefined) v.add("createdAt", "is required");
     v.throwIfAny();
     const createdAt = timestampDate(req.createdAt!);
-    const doc = await this.engine.lock.run(req.workspaceId, () => this.engine.register(req.workspaceId, req.customerId, createdAt));
+    const doc = await this.parts.rollups.register(req.workspaceId, req.customerId, createdAt);
     return { registered: doc !== null };
   }
 
   async rebuildWorkspace(req: RebuildWorkspaceRequest) {
     checkWorkspaceId(req.workspaceId);
-    const r = await this.engine.lock.run(req.workspaceId, () => this.engine.rebuild(req.workspaceId));
+    const r = await this.parts.rollups.rebuild(req.workspaceId);
     return { customers: BigInt(r.customers), events: BigInt(r.events) };
   }
 }

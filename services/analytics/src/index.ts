@@ -1,15 +1,18 @@
 /**
  * The analytics plugin: serves linquid.analytics.v1.AnalyticsService on its own database,
  * reaching customers and workspaces only through their generated clients. A sweeper finishes
- * ingestions a crashed process left midway (engine.ts).
+ * writes a crashed process left midway (recovery.ts).
  */
 import { AnalyticsService, CustomersService, WorkspacesService } from "@linquid/contracts";
 import type { Plugin } from "@linquid/mesh";
 import { AnalyticsHandler } from "./analytics-service.js";
-import { AnalyticsEngine } from "./engine.js";
+import { Ingestion } from "./ingestion.js";
+import { Recovery, SWEEP_EVERY_MS } from "./recovery.js";
 import { AnalyticsRepository } from "./repository.js";
-
-const SWEEP_EVERY_MS = 30_000;
+import { Rollups } from "./rollups.js";
+import { StatsPusher } from "./stats-push.js";
+import { WorkspaceCurrencies } from "./workspace-currency.js";
+import { WriteOps } from "./write-ops.js";
 
 const plugin: Plugin = {
   name: "analytics",
@@ -18,11 +21,16 @@ const plugin: Plugin = {
     const repo = new AnalyticsRepository(ctx.db);
     await repo.ensureIndexes();
     const customers = () => ctx.client(CustomersService);
-    const engine = new AnalyticsEngine(repo, customers, () => ctx.client(WorkspacesService), ctx.logger);
-    const handler = new AnalyticsHandler(engine, customers);
+    const currencies = new WorkspaceCurrencies(() => ctx.client(WorkspacesService));
+    const stats = new StatsPusher(customers, currencies, ctx.logger);
+    const ops = new WriteOps(repo);
+    const rollups = new Rollups(repo, ops, stats);
+    const ingestion = new Ingestion(repo, rollups, ops, stats, currencies, customers, ctx.logger);
+    const recovery = new Recovery(repo, ops, rollups, stats, ctx.logger);
+    const handler = new AnalyticsHandler({ repo, ingestion, rollups, stats, currencies }, customers);
     let sweeping: Promise<unknown> = Promise.resolve();
     const timer = setInterval(() => {
-      sweeping = engine.recover().catch((err: unknown) => ctx.logger.warn("recovery sweep failed", { error: (err as Error).message }));
+      sweeping = recovery.sweep().catch((err: unknown) => ctx.logger.warn("recovery sweep failed", { error: (err as Error).message }));
     }, SWEEP_EVERY_MS);
     timer.unref();
     return {
@@ -31,7 +39,7 @@ const plugin: Plugin = {
       stop: async () => {
         clearInterval(timer);
         await sweeping;
-        await engine.flushStats();
+        await stats.flush();
       },
     };
   },
@@ -40,5 +48,4 @@ const plugin: Plugin = {
 export default plugin;
 
 export { AnalyticsHandler } from "./analytics-service.js";
-export { AnalyticsEngine } from "./engine.js";
 export { AnalyticsRepository } from "./repository.js";

@@ -9,7 +9,7 @@ import { dayKey, dayStartMs, DAY_MS, isoWeekKey, monthIndex, monthKeyOfIndex } f
 import type { TimeRange } from "./dates.js";
 import type { AnalyticsRepository, CohortCellDoc } from "./repository.js";
 import { cohortAnchor, cohortValues, contributions, dayCellId, type CohortDimension, type CohortValues, type DayDimension } from "./totals.js";
-import { stateOf } from "./engine.js";
+import { stateOf } from "./rollups.js";
 
 export interface CohortRow extends CohortValues {
   cohort: string | null;

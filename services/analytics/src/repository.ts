@@ -5,11 +5,13 @@
  * - `customer_totals`: `_id` = `${ws}:${customerId}`, the fold of the customer's events;
  * - `cohort_cells`, `cohort_day_cells`, `ltv_cells`: rollups kept with `$inc` upserts on
  *   deterministic `_id`s;
- * - `ingest_ops`: one marker per in-flight ingestion, deleted when it is fully applied.
- * Every call goes through dbCall, which maps driver errors to RPC codes.
+ * - `write_ops`: one marker per write in flight that changes totals and cells (write-ops.ts);
+ * - `workspace_rebuilds`: `_id` = workspace id, the lease of a RebuildWorkspace in progress.
+ * Every call goes through dbCall, which passes the RPC's remaining deadline as `maxTimeMS` and
+ * maps driver errors to RPC codes. Bulk writes go in one call whatever their size.
  */
 import type { AnyBulkWriteOperation, Collection, Db, Document, OptionalUnlessRequiredId } from "mongodb";
-import { dbCall, insertIfAbsent, insertManyNew } from "@linquid/mesh";
+import { dbCall, dbStream, ensureIndexes, insertIfAbsent, insertManyNew } from "@linquid/mesh";
 import type { IncomingEvent } from "./validation.js";
 import { parseTimeEntry, timeEntry, touchBefore, type CellDelta, type CohortDimension, type DayDimension, type AnchorMember, type TotalsState } from "./totals.js";
 
@@ -93,16 +95,28 @@ export interface LtvCellDoc {
   revenue: number;
 }
 
+export type OpKind = "ingest" | "register" | "recalculate";
+
+/** The marker of a write in flight (write-ops.ts). */
 export interface OpDoc {
   _id: string;
   workspaceId: string;
-  /** Events this op inserts or attaches. */
+  kind: OpKind;
+  /** ingest: the events this op inserts or attaches. */
   eventIds: string[];
+  /** register, recalculate: the customer. */
+  customerId?: string;
   startedAt: Date;
+  /** When recovery may take the op over (its writer presumed dead); a recovery lease moves it. */
+  due: Date;
 }
 
-/** FerretDB v1 stops answering a bulk update of 100 or more existing documents; stay below. */
-const BULK_CHUNK = 50;
+/** The lease of a RebuildWorkspace in progress (write-ops.ts). */
+export interface RebuildLeaseDoc {
+  _id: string;
+  token: string;
+  until: Date;
+}
 
 function chunks<T>(list: readonly T[], size: number): T[][] {
   const out: T[][] = [];
@@ -110,14 +124,16 @@ function chunks<T>(list: readonly T[], size: number): T[][] {
   return out;
 }
 
-/** A bulk of writes in chunks of BULK_CHUNK, one after another. */
-async function bulkWriteChunked<T extends Document>(col: Collection<T>, ops: readonly AnyBulkWriteOperation<T>[], ordered: boolean): Promise<void> {
-  for (const part of chunks(ops, BULK_CHUNK)) await dbCall(col.collectionName, "bulkWrite", () => col.bulkWrite(part, { ordered }));
+/** A bulk of writes in one call (the driver splits what exceeds a command's limits). */
+async function bulkWrite<T extends Document>(col: Collection<T>, ops: readonly AnyBulkWriteOperation<T>[], ordered: boolean): Promise<void> {
+  if (ops.length === 0) return;
+  await dbCall(col.collectionName, "bulkWrite", (o) => col.bulkWrite(ops as AnyBulkWriteOperation<T>[], { ...o, ordered }));
 }
 
-/** Inserts new documents (a rebuild's), 1,000 per command. */
+/** Inserts new documents (a rebuild's) in one call. */
 async function insertAll<T extends Document>(col: Collection<T>, docs: readonly T[]): Promise<void> {
-  for (const part of chunks(docs, 1000)) await dbCall(col.collectionName, "insertMany", () => col.insertMany(part as OptionalUnlessRequiredId<T>[], { ordered: false }));
+  if (docs.length === 0) return;
+  await dbCall(col.collectionName, "insertMany", (o) => col.insertMany(docs as OptionalUnlessRequiredId<T>[], { ...o, ordered: false }));
 }
 
 export class AnalyticsRepository {
@@ -128,6 +144,7 @@ export class AnalyticsRepository {
   readonly dayCells: Collection<CohortCellDoc>;
   readonly ltvCells: Collection<LtvCellDoc>;
   readonly ops: Collection<OpDoc>;
+  readonly rebuilds: Collection<RebuildLeaseDoc>;
   readonly timelines: Collection<TimelineDoc>;
   readonly members: Collection<MembersDoc>;
   constructor(db: Db) {
@@ -137,33 +154,33 @@ export class AnalyticsRepository {
     this.cohortCells = db.collection<CohortCellDoc>("cohort_cells");
     this.dayCells = db.collection<CohortCellDoc>("cohort_day_cells");
     this.ltvCells = db.collection<LtvCellDoc>("ltv_cells");
-    this.ops = db.collection<OpDoc>("ingest_ops");
+    this.ops = db.collection<OpDoc>("write_ops");
+    this.rebuilds = db.collection<RebuildLeaseDoc>("workspace_rebuilds");
     this.timelines = db.collection<TimelineDoc>("customer_timelines");
     this.members = db.collection<MembersDoc>("cohort_members");
   }
 
-  /** Documents by `_id` (the embedded FerretDB answers `_id` and `_id: {$in}` from its index). */
+  /** Documents by `_id`, 1,000 ids per query (an `_id` look-up on every backend). */
   private async byIds<T extends { _id: string }>(col: Collection<T>, ids: readonly string[]): Promise<T[]> {
     if (ids.length === 0) return [];
     const out: T[] = [];
     for (const part of chunks(ids, 1000)) {
-      out.push(...((await dbCall(col.collectionName, "find", () => col.find({ _id: { $in: part } } as never).toArray())) as T[]));
+      out.push(...((await dbCall(col.collectionName, "find", (o) => col.find({ _id: { $in: part } } as never, o).toArray())) as T[]));
     }
     return out;
   }
 
   /** The workspace-prefixed indexes MongoDB needs for each query shape; one per command. */
   async ensureIndexes(): Promise<void> {
-    const specs: Array<[Collection<never>, Document, string]> = [
-      [this.events as never, { workspaceId: 1, customerId: 1, at: 1, _id: 1 }, "journey"],
-      [this.cohortCells as never, { workspaceId: 1, dim: 1 }, "ws_dim"],
-      [this.dayCells as never, { workspaceId: 1, dim: 1, day: 1 }, "ws_dim_day"],
-      [this.ltvCells as never, { workspaceId: 1, cohortMonth: 1 }, "ws_month"],
-      [this.ops as never, { startedAt: 1 }, "started"],
-    ];
-    for (const [col, keys, name] of specs) {
-      await dbCall(col.collectionName, "createIndex", () => col.createIndex(keys, { name }));
-    }
+    await ensureIndexes(this.events, [{ key: { workspaceId: 1, customerId: 1, at: 1, _id: 1 }, name: "journey" }]);
+    await ensureIndexes(this.cohortCells, [{ key: { workspaceId: 1, dim: 1 }, name: "ws_dim" }]);
+    await ensureIndexes(this.dayCells, [{ key: { workspaceId: 1, dim: 1, day: 1 }, name: "ws_dim_day" }]);
+    await ensureIndexes(this.ltvCells, [{ key: { workspaceId: 1, cohortMonth: 1 }, name: "ws_month" }]);
+    // recovery finds due markers; a rebuild waits for the markers of its workspace
+    await ensureIndexes(this.ops, [
+      { key: { due: 1 }, name: "due" },
+      { key: { workspaceId: 1 }, name: "workspace" },
+    ]);
   }
 
   // -- events -----------------------------------------------------------------------------------
@@ -179,13 +196,13 @@ export class AnalyticsRepository {
 
   /** Gives an unclaimed stored click to its owner; the click as it was, or null when none was attached. */
   async attachClick(id: string, customerId: string, opId: string): Promise<EventDoc | null> {
-    return dbCall("events", "findOneAndUpdate", () =>
-      this.events.findOneAndUpdate({ _id: id, customerId: null } as never, { $set: { customerId, opId } }, { returnDocument: "after" }),
+    return dbCall("events", "findOneAndUpdate", (o) =>
+      this.events.findOneAndUpdate({ _id: id, customerId: null } as never, { $set: { customerId, opId } }, { ...o, returnDocument: "after" }),
     );
   }
 
   customerEvents(ws: string, customerId: string): Promise<EventDoc[]> {
-    return dbCall("events", "find", () => this.events.find({ workspaceId: ws, customerId }).sort({ at: 1, _id: 1 }).toArray());
+    return dbCall("events", "find", (o) => this.events.find({ workspaceId: ws, customerId }, o).sort({ at: 1, _id: 1 }).toArray());
   }
 
   /**
@@ -193,7 +210,7 @@ export class AnalyticsRepository {
    * (limit 0: all), and how many there are in the range: read through its timeline.
    */
   async journey(ws: string, customerId: string, start: number | undefined, end: number | undefined, skip: number, limit: number): Promise<{ events: EventDoc[]; total: number }> {
-    const doc = await dbCall("customer_timelines", "findOne", () => this.timelines.findOne({ _id: `${ws}:${customerId}` }));
+    const doc = await dbCall("customer_timelines", "findOne", (o) => this.timelines.findOne({ _id: `${ws}:${customerId}` }, o));
     const entries = (doc?.entries ?? [])
       .map(parseTimeEntry)
       .filter((e) => (start === undefined || e.at.getTime() >= start) && (end === undefined || e.at.getTime() <= end))
@@ -212,13 +229,13 @@ export class AnalyticsRepository {
         upsert: true,
       },
     }));
-    await bulkWriteChunked(this.timelines, ops, false);
+    await bulkWrite(this.timelines, ops, false);
   }
 
   /** Replaces a customer's timeline with exactly these events. */
   async setTimeline(ws: string, customerId: string, events: readonly EventDoc[]): Promise<void> {
     const doc = { workspaceId: ws, customerId, entries: events.map(timelineEntry) };
-    await dbCall("customer_timelines", "replaceOne", () => this.timelines.replaceOne({ _id: `${ws}:${customerId}` }, doc, { upsert: true }));
+    await dbCall("customer_timelines", "replaceOne", (o) => this.timelines.replaceOne({ _id: `${ws}:${customerId}` }, doc, { ...o, upsert: true }));
   }
 
   insertTimelinesMany(docs: readonly TimelineDoc[]): Promise<void> {
@@ -232,14 +249,13 @@ export class AnalyticsRepository {
       customerId,
       $or: [{ email: { $exists: true } }, { name: { $exists: true } }, { metadata: { $exists: true } }, { externalId: { $exists: true } }],
     };
-    const r = await dbCall("events", "updateMany", () =>
-      this.events.updateMany(filter as never, { $unset: { email: "", name: "", metadata: "", externalId: "" } }),
-    );
+    const r = await dbCall("events", "updateMany", (o) => this.events.updateMany(filter as never, { $unset: { email: "", name: "", metadata: "", externalId: "" } }, o));
     return r.modifiedCount;
   }
 
-  workspaceEvents(ws: string) {
-    return this.events.find({ workspaceId: ws });
+  /** Every event of a workspace, streamed (a rebuild's scan). */
+  workspaceEvents(ws: string): AsyncGenerator<EventDoc> {
+    return dbStream("events", "find", (o) => this.events.find({ workspaceId: ws }, o));
   }
 
   // -- click owners -----------------------------------------------------------------------------
@@ -266,7 +282,7 @@ export class AnalyticsRepository {
   async writeTotals(doc: TotalsDoc, expectedVersion: number): Promise<boolean> {
     if (expectedVersion === 0) return insertIfAbsent(this.totals, doc);
     const { _id, ...rest } = doc;
-    const r = await dbCall("customer_totals", "replaceOne", () => this.totals.replaceOne({ _id, version: expectedVersion }, rest));
+    const r = await dbCall("customer_totals", "replaceOne", (o) => this.totals.replaceOne({ _id, version: expectedVersion }, rest, o));
     return r.matchedCount === 1;
   }
 
@@ -301,15 +317,16 @@ export class AnalyticsRepository {
       }
     }
     // Ordered: a customer moving within one hour has its old entry pulled before the new one is added.
-    await bulkWriteChunked(this.members, ops, true);
+    await bulkWrite(this.members, ops, true);
   }
 
   insertMembersMany(docs: readonly MembersDoc[]): Promise<void> {
     return insertAll(this.members, docs);
   }
 
-  workspaceTotals(ws: string) {
-    return this.totals.find({ workspaceId: ws });
+  /** Every totals document of a workspace, streamed (a rebuild's scan). */
+  workspaceTotals(ws: string): AsyncGenerator<TotalsDoc> {
+    return dbStream("customer_totals", "find", (o) => this.totals.find({ workspaceId: ws }, o));
   }
 
   // -- cells ------------------------------------------------------------------------------------
@@ -318,7 +335,7 @@ export class AnalyticsRepository {
     return (name === "cohort_cells" ? this.cohortCells : name === "cohort_day_cells" ? this.dayCells : this.ltvCells) as never;
   }
 
-  /** $inc upserts, in chunks the embedded FerretDB handles. */
+  /** $inc upserts, one bulkWrite per collection. */
   async applyDeltas(deltas: readonly CellDelta[]): Promise<void> {
     const byCollection = new Map<CellDelta["collection"], CellDelta[]>();
     for (const d of deltas) {
@@ -330,16 +347,16 @@ export class AnalyticsRepository {
       const ops: AnyBulkWriteOperation<never>[] = list.map((d) => ({
         updateOne: { filter: { _id: d.id }, update: { $inc: d.inc, $set: d.fields } as never, upsert: true },
       }));
-      await bulkWriteChunked(this.cellCollection(name), ops, false);
+      await bulkWrite(this.cellCollection(name), ops, false);
     }
   }
 
   cohortCellsOf(ws: string, dim: CohortDimension): Promise<CohortCellDoc[]> {
-    return dbCall("cohort_cells", "find", () => this.cohortCells.find({ workspaceId: ws, dim }).toArray());
+    return dbCall("cohort_cells", "find", (o) => this.cohortCells.find({ workspaceId: ws, dim }, o).toArray());
   }
 
   dayCellsOf(ws: string, dim: DayDimension, fromDay: string, toDay: string): Promise<CohortCellDoc[]> {
-    return dbCall("cohort_day_cells", "find", () => this.dayCells.find({ workspaceId: ws, dim, day: { $gte: fromDay, $lte: toDay } }).toArray());
+    return dbCall("cohort_day_cells", "find", (o) => this.dayCells.find({ workspaceId: ws, dim, day: { $gte: fromDay, $lte: toDay } }, o).toArray());
   }
 
   dayCellsByIds(ids: readonly string[]): Promise<CohortCellDoc[]> {
@@ -347,16 +364,16 @@ export class AnalyticsRepository {
   }
 
   ltvCellsOf(ws: string, months: readonly string[]): Promise<LtvCellDoc[]> {
-    return dbCall("ltv_cells", "find", () => this.ltvCells.find({ workspaceId: ws, cohortMonth: { $in: [...months] } }).toArray());
+    return dbCall("ltv_cells", "find", (o) => this.ltvCells.find({ workspaceId: ws, cohortMonth: { $in: [...months] } }, o).toArray());
   }
 
   monthCohortCells(ws: string, months: readonly string[]): Promise<CohortCellDoc[]> {
-    return dbCall("cohort_cells", "find", () => this.cohortCells.find({ workspaceId: ws, dim: "month", key: { $in: [...months] } }).toArray());
+    return dbCall("cohort_cells", "find", (o) => this.cohortCells.find({ workspaceId: ws, dim: "month", key: { $in: [...months] } }, o).toArray());
   }
 
   async dropWorkspaceRollups(ws: string): Promise<void> {
     for (const col of [this.cohortCells, this.dayCells, this.ltvCells, this.totals, this.timelines, this.members] as unknown as Collection<never>[]) {
-      await dbCall(col.collectionName, "deleteMany", () => col.deleteMany({ workspaceId: ws } as never));
+      await dbCall(col.collectionName, "deleteMany", (o) => col.deleteMany({ workspaceId: ws } as never, o));
     }
   }
 
@@ -364,18 +381,53 @@ export class AnalyticsRepository {
     return insertAll(this.totals, docs);
   }
 
-  // -- op markers -------------------------------------------------------------------------------
+  // -- op markers and rebuild leases (write-ops.ts) --------------------------------------------
 
-  async startOp(doc: OpDoc): Promise<void> {
-    await dbCall("ingest_ops", "insertOne", () => this.ops.insertOne(doc));
+  async insertOp(doc: OpDoc): Promise<void> {
+    await dbCall("write_ops", "insertOne", (o) => this.ops.insertOne(doc, o));
   }
 
-  async endOp(id: string): Promise<void> {
-    await dbCall("ingest_ops", "deleteOne", () => this.ops.deleteOne({ _id: id }));
+  async deleteOp(id: string): Promise<void> {
+    await dbCall("write_ops", "deleteOne", (o) => this.ops.deleteOne({ _id: id }, o));
   }
 
-  staleOps(before: Date): Promise<OpDoc[]> {
-    return dbCall("ingest_ops", "find", () => this.ops.find({ startedAt: { $lt: before } }).limit(100).toArray());
+  /** Markers due for recovery, oldest first (the `due` index). */
+  dueOps(now: Date, limit: number): Promise<OpDoc[]> {
+    return dbCall("write_ops", "find", (o) => this.ops.find({ due: { $lte: now } }, o).sort({ due: 1 }).limit(limit).toArray());
+  }
+
+  /** Moves a marker's `due` if it is still the one read; false when another process moved it (or it is gone). */
+  async moveOpDue(op: OpDoc, due: Date): Promise<boolean> {
+    const r = await dbCall("write_ops", "updateOne", (o) => this.ops.updateOne({ _id: op._id, due: op.due }, { $set: { due } }, o));
+    return r.matchedCount > 0;
+  }
+
+  /** The markers of a workspace's writes (the `workspaceId` index). */
+  workspaceOps(ws: string): Promise<OpDoc[]> {
+    return dbCall("write_ops", "find", (o) => this.ops.find({ workspaceId: ws }, { ...o, projection: { eventIds: 0 } }).toArray());
+  }
+
+  /** Deletes a marker if it is still due at `due` (nobody leased it since it was read). */
+  async deleteOpIfDue(op: OpDoc): Promise<boolean> {
+    const r = await dbCall("write_ops", "deleteOne", (o) => this.ops.deleteOne({ _id: op._id, due: op.due }, o));
+    return r.deletedCount > 0;
+  }
+
+  findRebuildLease(ws: string): Promise<RebuildLeaseDoc | null> {
+    return dbCall("workspace_rebuilds", "findOne", (o) => this.rebuilds.findOne({ _id: ws }, o));
+  }
+
+  insertRebuildLease(doc: RebuildLeaseDoc): Promise<boolean> {
+    return insertIfAbsent(this.rebuilds, doc);
+  }
+
+  /** Replaces the lease held under `token` (a take-over of an expired one, or a renewal); false when it changed. */
+  async replaceRebuildLease(ws: string, token: string, next: Omit<RebuildLeaseDoc, "_id">): Promise<boolean> {
+    const r = await dbCall("workspace_rebuilds", "replaceOne", (o) => this.rebuilds.replaceOne({ _id: ws, token }, next, o));
+    return r.matchedCount > 0;
+  }
+
+  async deleteRebuildLease(ws: string, token: string): Promise<void> {
+    await dbCall("workspace_rebuilds", "deleteOne", (o) => this.rebuilds.deleteOne({ _id: ws, token }, o));
   }
 }
-

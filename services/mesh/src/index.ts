@@ -7,7 +7,7 @@ export { freePort, startFerretDb, startRedisServer, type EmbeddedServer } from "
 export { startHost, type Host, type HostOptions } from "./host.js";
 export { newId } from "./ids.js";
 export { createLogger, type Logger, type LogLevel } from "./logger.js";
-export { connectMongo, dbCall, ensureIndexes, insertIfAbsent, insertManyNew, pluginDb, type DbOptions } from "./mongo.js";
+export { connectMongo, dbCall, dbStream, ensureIndexes, insertIfAbsent, insertManyNew, pluginDb, type DbOptions } from "./mongo.js";
 export { pluginOfService, type Plugin, type PluginContext, type RunningPlugin } from "./plugin.js";
 export { createRedis, redisCall, redisReady } from "./redis.js";
 export { createClientTracingInterceptor, createServerTracingInterceptor } from "./rpc-tracing.js";

@@ -67,6 +67,18 @@ export async function dbCall<T>(collection: string, operation: string, fn: (opti
 }
 
 /**
+ * The documents of a cursor one at a time (a scan too large to hold), as dbCall would run it:
+ * `open` gets the options to pass (`maxTimeMS` bounds the whole cursor), errors are translated.
+ */
+export async function* dbStream<T>(collection: string, operation: string, open: (options: DbOptions) => AsyncIterable<T>): AsyncGenerator<T> {
+  try {
+    for await (const doc of open(dbTimeout())) yield doc;
+  } catch (err) {
+    throw fromMongoError(err, `${collection}.${operation}`);
+  }
+}
+
+/**
  * Creates indexes one at a time. FerretDB v1 drops the connection when one createIndexes
  * command names several indexes that all exist already (a restart on existing data), while
  * one index per command is fine on both backends and idempotent. (`createIndex`, because the

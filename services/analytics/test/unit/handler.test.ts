@@ -2,10 +2,10 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { violationsOf } from "@linquid/mesh";
 import { describe, expect, it } from "vitest";
 import { AnalyticsHandler, MAX_BATCH } from "../../src/analytics-service.js";
-import type { AnalyticsEngine } from "../../src/engine.js";
+import type { AnalyticsParts } from "../../src/analytics-service.js";
 
-/** An engine whose repository must never be reached: validation fails first. */
-const untouchable = new Proxy({}, { get: () => { throw new Error("engine reached"); } }) as unknown as AnalyticsEngine;
+/** Parts that must never be reached: validation fails first. */
+const untouchable = new Proxy({}, { get: () => { throw new Error("storage reached"); } }) as unknown as AnalyticsParts;
 const customers = () => { throw new Error("customers reached"); };
 const handler = new AnalyticsHandler(untouchable, customers as never, () => Date.UTC(2026, 3, 1));
 

@@ -1,0 +1,194 @@
+/**
+ * Keeping customers' totals and the rollups derived from them: folding new events in,
+ * registering a creation time, recalculating one customer, rebuilding a workspace.
+ *
+ * No lock, in this process or any other: each customer's totals move from version to version
+ * by compare-and-set (`replaceOne({_id, version})`, or the insert of the first version), so every
+ * transition before → after is won by exactly one writer; the winner then `$inc`s the cells by
+ * contributions(after) − contributions(before). Increments commute, so the cells end up equal to
+ * the sum of every customer's contributions whatever the order in which concurrent writers'
+ * increments land. Member lists (`cohort_members`) get the new anchor entry added and the old one
+ * pulled: a customer's anchor only moves earlier as events arrive, so an entry pulled is never
+ * one a later transition adds back, and lists may hold a stale entry (a reorder) but never lack
+ * a current one; readers check candidates against the totals. Every write that changes totals
+ * is recorded in `write_ops` while it runs (write-ops.ts) and its op id in the totals'
+ * `recentOps`, so recovery can finish it and never fold it twice.
+ */
+import { newId, pauseBeforeRetry } from "@linquid/mesh";
+import type { AnalyticsRepository, EventDoc, TotalsDoc } from "./repository.js";
+import { timelineEntry } from "./repository.js";
+import type { StatsPusher } from "./stats-push.js";
+import { mapLimit } from "./stats-push.js";
+import { accumulate, anchorMember, contributions, diffCells, emptyTotals, foldEvents, nonZero, type AnchorMember, type CellDelta, type TotalsState } from "./totals.js";
+import type { WriteOps } from "./write-ops.js";
+
+/** How many op ids a totals document remembers (recovery looks an op up there). */
+const RECENT_OPS = 32;
+/** How long a fold retries against concurrent writers of the same customers. */
+const CONTENTION_MS = 15_000;
+const CONTENDED = "customer totals keep changing; retry";
+
+export function stateOf(doc: TotalsDoc | undefined): TotalsState {
+  if (doc === undefined) return emptyTotals();
+  const { leads, sales, revenue, clicks, customEvents, firstTouch, lastTouch, firstClick, firstSaleAt, links, campaigns, sources, revenueByMonth } = doc;
+  return { leads, sales, revenue, clicks, customEvents, firstTouch, lastTouch, firstClick, firstSaleAt, links, campaigns, sources, revenueByMonth, createdAt: doc.createdAt ?? null };
+}
+
+function totalsDoc(ws: string, customerId: string, s: TotalsState, version: number, recentOps: string[]): TotalsDoc {
+  return { _id: `${ws}:${customerId}`, workspaceId: ws, customerId, ...s, version, recentOps: recentOps.slice(-RECENT_OPS), updatedAt: new Date() };
+}
+
+export class Rollups {
+  constructor(
+    readonly repo: AnalyticsRepository,
+    private readonly ops: WriteOps,
+    private readonly stats: StatsPusher,
+  ) {}
+
+  /**
+   * Folds events into their customers' totals and moves the rollup cells and member entries
+   * accordingly, as op `opId` (skipping customers that have it already). Returns the totals written.
+   */
+  async foldInto(ws: string, opId: string, events: readonly EventDoc[]): Promise<TotalsDoc[]> {
+    const byCustomer = new Map<string, EventDoc[]>();
+    for (const e of events) {
+      if (e.customerId === null) continue;
+      const list = byCustomer.get(e.customerId) ?? [];
+      list.push(e);
+      byCustomer.set(e.customerId, list);
+    }
+    if (byCustomer.size === 0) return [];
+    // Timelines first: adding is idempotent, so a crash after it leaves nothing to undo.
+    await this.repo.addToTimelines(ws, byCustomer);
+    const deadline = Date.now() + CONTENTION_MS;
+    const deltas = new Map<string, CellDelta>();
+    const moves: Array<{ before: AnchorMember | null; after: AnchorMember | null }> = [];
+    const written: TotalsDoc[] = [];
+    let pending = [...byCustomer.keys()];
+    for (let attempt = 0; pending.length > 0; attempt++) {
+      if (attempt > 0) await pauseBeforeRetry(attempt, deadline, CONTENDED);
+      const current = await this.repo.findTotals(ws, pending);
+      const lost: string[] = [];
+      await mapLimit(pending, 8, async (customerId) => {
+        const doc = current.get(customerId);
+        if (doc?.recentOps.includes(opId)) return; // already folded (recovery)
+        const before = stateOf(doc);
+        const after = foldEvents(before, byCustomer.get(customerId)!);
+        const next = totalsDoc(ws, customerId, after, (doc?.version ?? 0) + 1, [...(doc?.recentOps ?? []), opId]);
+        if (!(await this.repo.writeTotals(next, doc?.version ?? 0))) return void lost.push(customerId);
+        accumulate(deltas, contributions(ws, before), -1);
+        accumulate(deltas, contributions(ws, after), 1);
+        moves.push({ before: anchorMember(customerId, before), after: anchorMember(customerId, after) });
+        written.push(next);
+      });
+      pending = lost;
+    }
+    await this.repo.applyDeltas(nonZero(deltas));
+    await this.repo.moveMembers(ws, moves);
+    return written;
+  }
+
+  /** Moves one customer's rollup cells and member entry from its old totals to its new ones. */
+  private async moveCustomer(ws: string, customerId: string, before: TotalsState, after: TotalsState): Promise<void> {
+    await this.repo.applyDeltas(diffCells(ws, before, after));
+    await this.repo.moveMembers(ws, [{ before: anchorMember(customerId, before), after: anchorMember(customerId, after) }]);
+  }
+
+  /** Rebuilds one customer's totals and timeline from its raw events and moves its cells by the difference. */
+  async recalculate(ws: string, customerId: string): Promise<{ before: TotalsState; after: TotalsState; doc: TotalsDoc }> {
+    const opId = newId("op");
+    return this.ops.run({ _id: opId, workspaceId: ws, kind: "recalculate", eventIds: [], customerId }, async () => {
+      const deadline = Date.now() + CONTENTION_MS;
+      for (let attempt = 0; ; attempt++) {
+        if (attempt > 0) await pauseBeforeRetry(attempt, deadline, CONTENDED);
+        const doc = (await this.repo.findTotals(ws, [customerId])).get(customerId);
+        const events = await this.repo.customerEvents(ws, customerId);
+        await this.repo.setTimeline(ws, customerId, events);
+        const before = stateOf(doc);
+        const after = foldEvents({ ...emptyTotals(), createdAt: before.createdAt }, events);
+        // The events' ops count as folded: an ingestion still in flight must not add them again.
+        const ops = [...new Set([...(doc?.recentOps ?? []), ...events.map((e) => e.opId), opId])];
+        const next = totalsDoc(ws, customerId, after, (doc?.version ?? 0) + 1, ops);
+        if (!(await this.repo.writeTotals(next, doc?.version ?? 0))) continue;
+        await this.moveCustomer(ws, customerId, before, after);
+        return { before, after, doc: next };
+      }
+    });
+  }
+
+  /**
+   * Records a customer's creation time (RegisterCustomer); moves it into the cohort of that time
+   * when it has no touchpoint. Null when it was known already.
+   */
+  async register(ws: string, customerId: string, createdAt: Date): Promise<TotalsDoc | null> {
+    const opId = newId("op");
+    return this.ops.run({ _id: opId, workspaceId: ws, kind: "register", eventIds: [], customerId }, async () => {
+      const deadline = Date.now() + CONTENTION_MS;
+      for (let attempt = 0; ; attempt++) {
+        if (attempt > 0) await pauseBeforeRetry(attempt, deadline, CONTENDED);
+        const doc = (await this.repo.findTotals(ws, [customerId])).get(customerId);
+        const before = stateOf(doc);
+        if (before.createdAt !== null) return null;
+        const after = { ...before, createdAt };
+        const next = totalsDoc(ws, customerId, after, (doc?.version ?? 0) + 1, [...(doc?.recentOps ?? []), opId]);
+        if (!(await this.repo.writeTotals(next, doc?.version ?? 0))) continue;
+        await this.moveCustomer(ws, customerId, before, after);
+        return next;
+      }
+    });
+  }
+
+  /**
+   * Rebuilds every total, timeline, member list and rollup cell of a workspace from its raw
+   * events. Holds the workspace's rebuild lease throughout, so no write of the workspace runs
+   * meanwhile, in any process (write-ops.ts).
+   */
+  async rebuild(ws: string): Promise<{ customers: number; events: number }> {
+    const lease = await this.ops.holdRebuild(ws);
+    try {
+      const versions = new Map<string, number>();
+      const createdAt = new Map<string, Date>();
+      for await (const t of this.repo.workspaceTotals(ws)) {
+        versions.set(t.customerId, t.version);
+        if (t.createdAt != null) createdAt.set(t.customerId, t.createdAt);
+      }
+      const byCustomer = new Map<string, TotalsState>([...createdAt].map(([id, at]) => [id, { ...emptyTotals(), createdAt: at }]));
+      const opsOf = new Map<string, string[]>();
+      const timelineOf = new Map<string, string[]>();
+      let events = 0;
+      for await (const e of this.repo.workspaceEvents(ws)) {
+        events++;
+        if (e.customerId === null) continue;
+        byCustomer.set(e.customerId, foldEvents(byCustomer.get(e.customerId) ?? emptyTotals(), [e]));
+        const ops = opsOf.get(e.customerId) ?? [];
+        ops.push(e.opId);
+        opsOf.set(e.customerId, ops);
+        const timeline = timelineOf.get(e.customerId) ?? [];
+        timeline.push(timelineEntry(e));
+        timelineOf.set(e.customerId, timeline);
+      }
+      lease.check();
+      await this.repo.dropWorkspaceRollups(ws);
+      const docs = [...byCustomer].map(([id, s]) => totalsDoc(ws, id, s, (versions.get(id) ?? 0) + 1, [...new Set(opsOf.get(id))]));
+      await this.repo.insertTotalsMany(docs);
+      await this.repo.insertTimelinesMany([...timelineOf].map(([customerId, entries]) => ({ _id: `${ws}:${customerId}`, workspaceId: ws, customerId, entries })));
+      const deltas = new Map<string, CellDelta>();
+      const members = new Map<string, string[]>();
+      for (const [id, s] of byCustomer) {
+        accumulate(deltas, contributions(ws, s), 1);
+        const m = anchorMember(id, s);
+        if (m === null) continue;
+        const list = members.get(m.hour) ?? [];
+        list.push(m.entry);
+        members.set(m.hour, list);
+      }
+      await this.repo.applyDeltas(nonZero(deltas));
+      await this.repo.insertMembersMany([...members].map(([hour, entries]) => ({ _id: `${ws}|${hour}`, workspaceId: ws, hour, entries })));
+      lease.check();
+      await this.stats.push(ws, docs);
+      return { customers: docs.length, events };
+    } finally {
+      await lease.release();
+    }
+  }
+}

@@ -1,0 +1,145 @@
+/**
+ * Markers of the writes in flight that change customer totals and rollup cells (`write_ops`),
+ * and the lease (`workspace_rebuilds`) that keeps those writes and a RebuildWorkspace apart.
+ * Both work across any number of processes; nothing is held in memory.
+ *
+ * Markers. An ingestion, a registration and a recalculation each insert their marker before
+ * their first write of totals or cells and delete it after their last. A marker left behind
+ * means its writer died midway: it is `due` for recovery (recovery.ts) once its writer can no
+ * longer be running (its deadline, at least `STALE_MS`), and the recovering sweeper leases it
+ * by moving `due` conditionally, so one replica recovers it. Recovery finds due markers with one
+ * query on the `due` index.
+ *
+ * Rebuild lease. A rebuild recomputes a workspace's totals and cells from the raw events and
+ * replaces them; a write landing between its reads and its replacement would be lost or counted
+ * twice. So the two exclude each other with two single-document writes each way: a write
+ * inserts its marker, then reads the lease, and backs out (UNAVAILABLE, "retry shortly") when a
+ * rebuild holds it; a rebuild takes the lease, then waits until every marker of its workspace
+ * is gone. Whatever the interleaving, one of the two sees the other. A rebuild renews its lease
+ * while it runs, so one that crashed blocks writes for `LEASE_MS` at most; markers whose writer
+ * is presumed dead (due) are discarded by the rebuild, which recomputes what they would have
+ * written.
+ */
+import { setTimeout as sleep } from "node:timers/promises";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { newId, remainingMs } from "@linquid/mesh";
+import type { AnalyticsRepository, OpDoc } from "./repository.js";
+
+/** The least time a marker is left to its writer before recovery may take it over. */
+export const STALE_MS = 60_000;
+/** How long a rebuild's lease lasts unless renewed (it is renewed every third of that). */
+export const LEASE_MS = 30_000;
+
+const rebuilding = () => new ConnectError("analytics of this workspace are being rebuilt; retry shortly", Code.Unavailable);
+
+export interface RebuildLease {
+  /** Throws ABORTED when the lease was lost (not renewed in time and taken over). */
+  check(): void;
+  release(): Promise<void>;
+}
+
+export class WriteOps {
+  constructor(private readonly repo: AnalyticsRepository) {}
+
+  /**
+   * Records a write about to start; UNAVAILABLE (and no marker) while a rebuild of its
+   * workspace runs.
+   */
+  async begin(op: Omit<OpDoc, "startedAt" | "due">): Promise<void> {
+    const now = Date.now();
+    // Recovery must not take over a writer still within its deadline.
+    const due = new Date(now + Math.max(STALE_MS, remainingMs()));
+    await this.repo.insertOp({ ...op, startedAt: new Date(now), due });
+    if (await this.rebuildRunning(op.workspaceId)) {
+      await this.repo.deleteOp(op._id);
+      throw rebuilding();
+    }
+  }
+
+  /** Records a write done. A write that fails midway leaves its marker to recovery. */
+  end(opId: string): Promise<void> {
+    return this.repo.deleteOp(opId);
+  }
+
+  /** `begin`, `fn`, `end`. */
+  async run<T>(op: Omit<OpDoc, "startedAt" | "due">, fn: () => Promise<T>): Promise<T> {
+    await this.begin(op);
+    const out = await fn();
+    await this.end(op._id);
+    return out;
+  }
+
+  /** True while a rebuild of `ws` holds an unexpired lease. */
+  async rebuildRunning(ws: string): Promise<boolean> {
+    const lease = await this.repo.findRebuildLease(ws);
+    return lease !== null && lease.until.getTime() > Date.now();
+  }
+
+  /** Markers due for recovery, oldest first. */
+  due(limit: number): Promise<OpDoc[]> {
+    return this.repo.dueOps(new Date(), limit);
+  }
+
+  /** Takes a due marker for recovery (for `STALE_MS`); null when another process took it first. */
+  async lease(op: OpDoc): Promise<OpDoc | null> {
+    const due = new Date(Date.now() + STALE_MS);
+    return (await this.repo.moveOpDue(op, due)) ? { ...op, due } : null;
+  }
+
+  /** Gives a leased marker back at once (due now), e.g. to a rebuild that will discard it. */
+  async giveBack(op: OpDoc): Promise<void> {
+    await this.repo.moveOpDue(op, new Date());
+  }
+
+  /**
+   * Takes the rebuild lease of `ws` and waits until no write of the workspace is in flight;
+   * ABORTED when another rebuild holds it. The lease is renewed until released.
+   */
+  async holdRebuild(ws: string): Promise<RebuildLease> {
+    const token = newId("rb");
+    const until = () => new Date(Date.now() + LEASE_MS);
+    for (let taken = false; !taken; ) {
+      if (await this.repo.insertRebuildLease({ _id: ws, token, until: until() })) break;
+      const cur = await this.repo.findRebuildLease(ws);
+      if (cur === null) continue;
+      if (cur.until.getTime() > Date.now()) throw new ConnectError("a rebuild of this workspace is already running", Code.Aborted);
+      taken = await this.repo.replaceRebuildLease(ws, cur.token, { token, until: until() });
+    }
+    let lost = false;
+    const renewal = setInterval(() => {
+      this.repo.replaceRebuildLease(ws, token, { token, until: until() }).then(
+        (held) => (lost ||= !held),
+        () => undefined, // the next renewal tries again; the lease outlives two misses
+      );
+    }, LEASE_MS / 3);
+    renewal.unref();
+    const lease: RebuildLease = {
+      check() {
+        if (lost) throw new ConnectError("the rebuild lost its lease (renewals failed); run it again", Code.Aborted);
+      },
+      release: async () => {
+        clearInterval(renewal);
+        await this.repo.deleteRebuildLease(ws, token);
+      },
+    };
+    try {
+      await this.drain(ws);
+    } catch (err) {
+      await lease.release();
+      throw err;
+    }
+    return lease;
+  }
+
+  /** Waits until no marker of `ws` belongs to a live writer; discards the markers of dead ones. */
+  private async drain(ws: string): Promise<void> {
+    for (;;) {
+      const ops = await this.repo.workspaceOps(ws);
+      if (ops.length === 0) return;
+      const now = Date.now();
+      const inFlight = ops.filter((op) => op.due.getTime() > now);
+      for (const op of ops) if (op.due.getTime() <= now) await this.repo.deleteOpIfDue(op);
+      if (inFlight.length > 0) await sleep(50);
+    }
+  }
+}
