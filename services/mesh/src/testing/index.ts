@@ -3,6 +3,8 @@
  * the run's FerretDB/MongoDB and Redis, on free ports, in a database namespace of its own,
  * with workspaces and API keys made through the real WorkspacesService.
  */
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { DescService } from "@bufbuild/protobuf";
@@ -100,4 +102,73 @@ export async function pluginDatabase(mesh: TestMesh, plugin: string): Promise<{ 
   const client = new MongoClient(mesh.host.mongodbUri!);
   await client.connect();
   return { db: client.db(`${mesh.config.mongodbDbPrefix}_${plugin}`), close: () => client.close() };
+}
+
+/** A mesh running in a child process, as a replica in another pod runs. */
+export interface MeshProcess {
+  readonly pid: number;
+  /** Base URL of its gRPC server. */
+  readonly grpcUrl: string;
+  /** A client over real gRPC (HTTP/2) to it. */
+  grpcClient<S extends DescService>(service: S): Client<S>;
+  /** What it logged so far (JSON lines), for failure messages. */
+  log(): string;
+  /** SIGTERM, then waits for it to exit. */
+  stop(): Promise<void>;
+}
+
+const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
+
+/**
+ * Starts `node services/mesh/src/main.ts` in a child process on the run's database and free
+ * ports, without Redis. `env` picks its plugins and wiring; pass another mesh's
+ * `config.mongodbDbPrefix` as MONGODB_DB_PREFIX to make it a replica of that mesh's plugins.
+ */
+export async function startMeshProcess(env: Record<string, string>): Promise<MeshProcess> {
+  const child = spawn(process.execPath, ["--import", "tsx", MAIN], {
+    env: {
+      PATH: process.env["PATH"] ?? "",
+      HOME: process.env["HOME"] ?? "/tmp",
+      MONGODB_URI: inject("mongodbUri"),
+      REDIS_URL: "none",
+      GRPC_PORT: "0",
+      PORT: "0",
+      LOG_LEVEL: "info",
+      SHUTDOWN_TIMEOUT_MS: "2000",
+      ...env,
+    },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let log = "";
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const grpcUrl = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`mesh process did not start within 30 s: ${log}`)), 30_000);
+    child.stderr!.on("data", (d: Buffer) => {
+      log += d.toString();
+      // Whole lines only: a chunk may end inside one.
+      const started = log.split("\n").slice(0, -1).find((line) => line.includes('"msg":"mesh started"'));
+      if (started === undefined) return;
+      clearTimeout(timer);
+      resolve((JSON.parse(started) as { grpc: string }).grpc);
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`mesh process exited with ${code}: ${log}`));
+    });
+  });
+  const transports: Array<ReturnType<typeof createGrpcTransport>> = [];
+  return {
+    pid: child.pid!,
+    grpcUrl,
+    grpcClient(service) {
+      const t = createGrpcTransport({ baseUrl: grpcUrl, interceptors: [createClientTracingInterceptor()] });
+      transports.push(t);
+      return createClient(service, t);
+    },
+    log: () => log,
+    async stop() {
+      if (child.exitCode === null) child.kill("SIGTERM");
+      await exited;
+    },
+  };
 }
