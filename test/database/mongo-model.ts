@@ -274,6 +274,16 @@ export function applyUpdate(doc: Doc, update: Update, inserting: boolean): Doc {
 }
 
 /**
+ * Whether a replacement counts as a modification (nModified). MongoDB compares the stored
+ * document with the replacement as sent, byte for byte: one without `_id` always modifies, even
+ * when every other field is equal; one with `_id` modifies unless identical, field order and
+ * numeric types included.
+ */
+export function replacementModifies(doc: Doc, replacement: Doc): boolean {
+  return !Buffer.from(BSON.serialize(doc)).equals(Buffer.from(BSON.serialize(replacement)));
+}
+
+/**
  * The document an upsert starts from: the filter's equality conditions (`{f: v}`, `{f: {$eq:
  * v}}`, also inside `$and`). `_id` comes from there or, when absent, from the server.
  */
