@@ -4,12 +4,14 @@
  *  2. resolve each distinct externalId once through customers.StitchCustomers — nothing is
  *     written before every customer is known, so a customers outage leaves no trace;
  *  3. read the owners of every click id the batch names and claim unowned ones
- *     (`click_owners`, insert-only: the first claim wins);
+ *     (`click_owners`, insert-only: the first claim wins), then read which of the named clicks
+ *     are stored without an owner;
  *  4. write the op's marker (write-ops.ts; refused while a rebuild of the workspace runs), then
  *     insertMany the raw events (ordered:false; E11000 = replay, answered from the stored
  *     original);
- *  5. attach stored clicks that were claimed now (conditional on being unowned), then fold the
- *     new events into their customers' timelines, totals and rollup cells (rollups.ts);
+ *  5. attach those clicks and the batch's own clicks claimed meanwhile (each conditional on
+ *     being unowned), then fold the new events into their customers' timelines, totals and
+ *     rollup cells (rollups.ts);
  *  6. delete the marker; push the changed customers' stats (versioned) to customers.
  *
  * Nothing is serialized in this process: concurrent ingestions of one workspace, in any number
@@ -17,7 +19,8 @@
  * compare-and-set on totals versions, `$inc`).
  *
  * Crash windows: before 4 nothing but click claims exist (harmless: they only say whose a click
- * is). Between 4 and the totals write, the marker stays and recovery folds the op's events
+ * is, and the retry of the batch attaches the stored clicks they name, as does any later event
+ * naming them). The same holds for a batch refused during a rebuild. Between 4 and the totals write, the marker stays and recovery folds the op's events
  * later (`recentOps` makes that idempotent). Between a totals write and the end of its cell
  * $incs the marker also stays; recovery then finds the op already in `recentOps`, cannot know
  * which cells got their share, and logs the workspace for `RebuildWorkspace`, which recomputes
@@ -144,6 +147,13 @@ export class Ingestion {
     const lost = newClaims.filter((c) => !won.has(c.clickId)).map((c) => c.clickId);
     if (lost.length > 0) for (const [k, v] of await this.repo.findOwners(ws, lost)) owners.set(k, v);
 
+    // Stored clicks the batch names that are still unowned: their owner's event arrived after
+    // them, or an earlier attempt of this batch claimed them and stopped before storing its
+    // events (a crash, a refusal during a rebuild). A click stored after this read is attached
+    // by its own ingestion, which reads the owners after storing it (see below), so every
+    // claimed click gets attached by someone.
+    const named = [...claims.keys()].filter((c) => owners.has(c));
+    const storedUnowned = named.length === 0 ? [] : (await this.repo.findEvents(named.map((c) => `${ws}:click:${c}`))).filter((e) => e.customerId === null).map((e) => e.clickId!);
     mark("owners");
     // Raw events, after the marker.
     const opId = newId("op");
@@ -154,7 +164,7 @@ export class Ingestion {
     });
     if (docs.length === 0) return this.finishOutcomes(out, sameAs, events);
     // Refused (UNAVAILABLE, nothing stored) while a rebuild of the workspace runs.
-    await this.ops.begin({ _id: opId, workspaceId: ws, kind: "ingest", eventIds: [...docs.map((d) => d._id), ...[...won].map((c) => `${ws}:click:${c}`)] });
+    await this.ops.begin({ _id: opId, workspaceId: ws, kind: "ingest", eventIds: [...docs.map((d) => d._id), ...storedUnowned.map((c) => `${ws}:click:${c}`)] });
     const dups = await this.repo.insertEvents(docs);
     const originals = new Map((await this.repo.findEvents([...dups])).map((d) => [d._id, d]));
     docs.forEach((d, k) => {
@@ -164,19 +174,15 @@ export class Ingestion {
       if (d.type === "click") out[i]!.customerId = null;
     });
     const fresh = docs.filter((d) => !dups.has(d._id));
-    // Clicks claimed now that this batch did not store itself (absent, or a replay of a click
-    // stored unowned earlier) may sit in the database unowned: attach them.
-    const freshClickIds = new Set(fresh.filter((d) => d.type === "click").map((d) => d.clickId!));
-    const attachCandidates = [...won].filter((c) => !freshClickIds.has(c));
     mark("insert");
 
     const fold: EventDoc[] = fresh.filter((d) => d.customerId !== null);
-    // Stored clicks claimed by this batch, and clicks of this batch claimed meanwhile by another
-    // ingestion (which then found them absent or unowned). Attaching is conditional on the click
+    // Stored clicks this batch names that were unowned (above), and clicks this batch stored
+    // unowned that another ingestion claimed meanwhile. Attaching is conditional on the click
     // being unowned, so whichever ingestion attaches a click first folds it, exactly once.
     const unowned = fresh.filter((d) => d.type === "click" && d.customerId === null).map((d) => d.clickId!);
     const lateOwners = unowned.length > 0 ? await this.repo.findOwners(ws, unowned) : new Map<string, string>();
-    const attach: Array<[string, string]> = [...attachCandidates.map((c) => [c, owners.get(c)!] as [string, string]), ...lateOwners];
+    const attach: Array<[string, string]> = [...storedUnowned.map((c) => [c, owners.get(c)!] as [string, string]), ...lateOwners];
     for (const [clickId, customerId] of attach) {
       const click = await this.repo.attachClick(`${ws}:click:${clickId}`, customerId, opId);
       if (click !== null) fold.push(click);
