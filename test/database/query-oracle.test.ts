@@ -276,13 +276,16 @@ afterAll(async () => {
   if (dataDir !== undefined) rmSync(dataDir, { recursive: true, force: true });
 });
 
-async function freshCollection(t: Target, name: string, docs: readonly Doc[]): Promise<Collection<Document>> {
-  const coll = t.db.collection(name);
-  const existing = await t.db.listCollections({ name }, { nameOnly: true }).toArray();
-  if (existing.length === 0) {
-    for (const key of INDEXES) await coll.createIndex({ ...key });
-  }
-  await coll.deleteMany({});
+let collections = 0;
+
+/**
+ * A new collection with the services' indexes and `docs`. A new one each time: the database
+ * may keep per-collection state about its fields (which ones ever held an array) that an
+ * emptied collection would carry over.
+ */
+async function freshCollection(t: Target, prefix: string, docs: readonly Doc[]): Promise<Collection<Document>> {
+  const coll = t.db.collection(`${prefix}${++collections}`);
+  for (const key of INDEXES) await coll.createIndex({ ...key });
   if (docs.length > 0) await coll.insertMany(docs.map((d) => clone(d)));
   return coll;
 }
@@ -339,69 +342,97 @@ function fieldsOf(filter: Filter): string[] {
   return Object.entries(filter).flatMap(([k, v]) => (k.startsWith("$") ? (v as Filter[]).flatMap(fieldsOf) : [k]));
 }
 
+/** What the generated queries exercised. */
+interface Seen {
+  queries: number;
+  /** Answers with documents. */
+  nonEmpty: number;
+  /** Answers with a document that holds an array in a field the filter names. */
+  arrayMatches: number;
+}
+
+/**
+ * Runs a query as find, aggregate and countDocuments on every target and compares each answer
+ * with the model's for that target's documents; returns what differs, or null. Sort keys on
+ * fields holding an array in the collection are dropped (the sort still ends with `_id`); a
+ * query left without a sort is compared as a set, without skip and limit (count keeps them).
+ */
+async function checkQuery(colls: ReadonlyArray<Collection<Document>>, models: ReadonlyArray<readonly Doc[]>, raw: Query, seen: Seen): Promise<string | null> {
+  const arrayFields = new Set(models.flatMap((docs) => docs.flatMap((d) => Object.keys(d).filter((k) => Array.isArray(d[k])))));
+  const sort = raw.sort?.filter(([f]) => !arrayFields.has(f));
+  const q: Query = sort !== undefined && sort.length > 0 ? { ...raw, sort } : { filter: raw.filter };
+  const docs = models[0]!;
+  const matched = docs.filter((d) => matches(d, raw.filter));
+  const named = fieldsOf(raw.filter);
+  seen.queries++;
+  if (matched.length > 0) seen.nonEmpty++;
+  if (matched.some((d) => named.some((f) => Array.isArray(d[f])))) seen.arrayMatches++;
+
+  const sortDoc = q.sort === undefined ? undefined : Object.fromEntries(q.sort);
+  const pipeline = [
+    { $match: q.filter },
+    ...(sortDoc === undefined ? [] : [{ $sort: sortDoc }]),
+    ...(q.skip === undefined ? [] : [{ $skip: q.skip }]),
+    ...(q.limit === undefined ? [] : [{ $limit: q.limit }]),
+  ];
+  const order = (a: Doc[]): Doc[] => (q.sort === undefined ? [...a].sort(byId) : a);
+  const answers = await Promise.all(
+    colls.map(async (c) => {
+      const options = { promoteValues: false, ...(sortDoc === undefined ? {} : { sort: sortDoc }), ...(q.skip === undefined ? {} : { skip: q.skip }), ...(q.limit === undefined ? {} : { limit: q.limit }) };
+      const found = (await c.find(q.filter, options).toArray()) as Doc[];
+      const aggregated = await c.aggregate<Doc>(pipeline, { promoteValues: false }).toArray();
+      const counted = await c.countDocuments(raw.filter, { ...(raw.skip === undefined ? {} : { skip: raw.skip }), ...(raw.limit === undefined ? {} : { limit: raw.limit }) });
+      return { found: order(found), aggregated: order(aggregated), counted };
+    }),
+  );
+  const wants = models.map((m) => order(find(m, q)));
+  for (const [what, pick] of [["find", (a: (typeof answers)[number]) => a.found], ["aggregate", (a: (typeof answers)[number]) => a.aggregated]] as const) {
+    const key = (a: readonly Doc[]): string => a.map(canonical).join("\n");
+    if (answers.every((a, i) => key(pick(a)) === key(wants[i]!))) continue;
+    return (
+      `${describeQuery(q, what === "aggregate")}\n` +
+      `model (${wants[0]!.length}): ${ids(wants[0]!).join(" ")}\n` +
+      targets.map((t, i) => `${t.name} (${pick(answers[i]!).length}): ${ids(pick(answers[i]!)).join(" ")}`).join("\n") +
+      differing(docs, [wants[0]!, ...answers.map(pick)])
+    );
+  }
+  const counts = models.map((m) => count(m, raw.filter, raw.skip ?? 0, raw.limit));
+  if (answers.some((a, i) => a.counted !== counts[i])) {
+    return (
+      `countDocuments filter ${show(raw.filter)}, skip ${raw.skip ?? 0}, limit ${raw.limit ?? "none"}\n` +
+      `model: ${counts[0]} (${ids(matched).join(" ")})\n` +
+      targets.map((t, i) => `${t.name}: ${answers[i]!.counted}`).join("\n")
+    );
+  }
+  return null;
+}
+
+const expectCoverage = (seen: Seen): void => {
+  expect(seen.nonEmpty / seen.queries, `queries with matches: ${JSON.stringify(seen)}`).toBeGreaterThan(0.3);
+  expect(seen.arrayMatches / seen.queries, `queries matching array values: ${JSON.stringify(seen)}`).toBeGreaterThan(0.05);
+};
+
 describe("query oracle: find, aggregate and countDocuments", () => {
   it("answer as MongoDB's rules say, with and without pushdown", { timeout: TEST_TIMEOUT_MS }, async () => {
-    const collName = "q";
-    // What the generated queries exercised: answers with documents, and answers with a
-    // document that holds an array in a field the filter names.
-    const seen = { queries: 0, nonEmpty: 0, arrayMatches: 0 };
+    const seen: Seen = { queries: 0, nonEmpty: 0, arrayMatches: 0 };
     await check(
       fc.record({ docs: collectionArb, queries: fc.array(queryArb, { minLength: 4, maxLength: 8 }) }),
       async ({ docs, queries }) => {
-        const colls = await Promise.all(targets.map((t) => freshCollection(t, collName, docs)));
-        const arrayFields = new Set(docs.flatMap((d) => Object.keys(d).filter((k) => Array.isArray(d[k]))));
-        for (const raw of queries) {
-          // Only fields without arrays in this collection sort; an unsorted answer is compared as a set, without skip/limit.
-          const sort = raw.sort?.filter(([f]) => !arrayFields.has(f));
-          const q: Query = sort !== undefined && sort.length > 0 ? { ...raw, sort } : { filter: raw.filter };
-          const expected = find(docs, q);
-          const matched = docs.filter((d) => matches(d, raw.filter));
-          const named = fieldsOf(raw.filter);
-          seen.queries++;
-          if (matched.length > 0) seen.nonEmpty++;
-          if (matched.some((d) => named.some((f) => Array.isArray(d[f])))) seen.arrayMatches++;
-          const expectedCount = count(docs, raw.filter, raw.skip ?? 0, raw.limit);
-          const sortDoc = q.sort === undefined ? undefined : Object.fromEntries(q.sort);
-          const pipeline = [
-            { $match: q.filter },
-            ...(sortDoc === undefined ? [] : [{ $sort: sortDoc }]),
-            ...(q.skip === undefined ? [] : [{ $skip: q.skip }]),
-            ...(q.limit === undefined ? [] : [{ $limit: q.limit }]),
-          ];
-          const answers = await Promise.all(
-            colls.map(async (c) => {
-              const found = await c.find(q.filter, { promoteValues: false, ...(sortDoc === undefined ? {} : { sort: sortDoc }), ...(q.skip === undefined ? {} : { skip: q.skip }), ...(q.limit === undefined ? {} : { limit: q.limit }) }).toArray() as Doc[];
-              const aggregated = await c.aggregate<Doc>(pipeline, { promoteValues: false }).toArray();
-              const counted = await c.countDocuments(raw.filter, { ...(raw.skip === undefined ? {} : { skip: raw.skip }), ...(raw.limit === undefined ? {} : { limit: raw.limit }) });
-              const order = (a: Doc[]): Doc[] => (q.sort === undefined ? [...a].sort(byId) : a);
-              return { found: order(found), aggregated: order(aggregated), counted };
-            }),
-          );
-          const want = q.sort === undefined ? [...expected].sort(byId) : expected;
-          const wantKey = want.map(canonical).join("\n");
-          for (const [what, pick] of [["find", (a: (typeof answers)[number]) => a.found], ["aggregate", (a: (typeof answers)[number]) => a.aggregated]] as const) {
-            if (answers.every((a) => pick(a).map(canonical).join("\n") === wantKey)) continue;
-            throw new Error(
-              `${describeQuery(q, what === "aggregate")}\n` +
-                `model (${want.length}): ${ids(want).join(" ")}\n` +
-                targets.map((t, i) => `${t.name} (${pick(answers[i]!).length}): ${ids(pick(answers[i]!)).join(" ")}`).join("\n") +
-                differing(docs, [want, ...answers.map(pick)]),
-            );
-          }
-          if (answers.some((a) => a.counted !== expectedCount)) {
-            throw new Error(
-              `countDocuments filter ${show(raw.filter)}, skip ${raw.skip ?? 0}, limit ${raw.limit ?? "none"}\n` +
-                `model: ${expectedCount} (${ids(matched).join(" ")})\n` +
-                targets.map((t, i) => `${t.name}: ${answers[i]!.counted}`).join("\n"),
-            );
-          }
+        // Half of the documents first, queried; then the rest (arrays may arrive only now), queried again.
+        const half = Math.ceil(docs.length / 2);
+        const colls = await Promise.all(targets.map((t) => freshCollection(t, "q", docs.slice(0, half))));
+        for (const [i, q] of queries.entries()) {
+          if (i === Math.floor(queries.length / 2) && half < docs.length) await Promise.all(colls.map((c) => c.insertMany(docs.slice(half).map((d) => clone(d)))));
+          const present = i < Math.floor(queries.length / 2) ? docs.slice(0, half) : docs;
+          const wrong = await checkQuery(colls, targets.map(() => present), q, seen);
+          if (wrong !== null) throw new Error(`${wrong}\n(after inserting ${present.length} of the ${docs.length} documents)`);
         }
+        await Promise.all(colls.map((c) => c.drop()));
       },
       40,
       12,
     );
-    expect(seen.nonEmpty / seen.queries, `queries with matches: ${JSON.stringify(seen)}`).toBeGreaterThan(0.3);
-    expect(seen.arrayMatches / seen.queries, `queries matching array values: ${JSON.stringify(seen)}`).toBeGreaterThan(0.05);
+    expectCoverage(seen);
   });
 });
 
@@ -434,7 +465,11 @@ const updateArb: fc.Arbitrary<Update> = fc
   .record(
     {
       cnt: nonZeroNumberArb.map((v) => ["$inc", v] as const),
-      country: fc.oneof(fc.constantFrom(...STRINGS).map((v) => ["$set", v] as const), fc.constant(["$unset", ""] as const)),
+      country: fc.oneof(
+        { weight: 4, arbitrary: fc.constantFrom(...STRINGS).map((v) => ["$set", v] as const) },
+        { weight: 1, arbitrary: fc.array(fc.constantFrom(...STRINGS), { maxLength: 2 }).map((v) => ["$set", v] as const) },
+        { weight: 1, arbitrary: fc.constant(["$unset", ""] as const) },
+      ),
       externalId: fc.oneof(fc.constantFrom(...EXTERNAL_IDS), fc.constant(null)).map((v) => ["$set", v] as const),
       label: stringArb.map((v) => ["$set", v] as const),
       tags: fc.oneof(
@@ -442,7 +477,10 @@ const updateArb: fc.Arbitrary<Update> = fc
         fc.array(fc.constantFrom(...TAGS, "e"), { minLength: 1, maxLength: 3 }).map((vs) => ["$addToSet", { $each: vs }] as const),
       ),
       createdAt: fc.tuple(fc.constantFrom("$set", "$setOnInsert"), dateArb),
-      n: scalarArb.map((v) => ["$set", v] as const),
+      n: fc.oneof(
+        { weight: 4, arbitrary: scalarArb.map((v) => ["$set", v] as const) },
+        { weight: 1, arbitrary: fc.array(scalarArb, { minLength: 1, maxLength: 2 }).map((v) => ["$set", v] as const) },
+      ),
     },
     { requiredKeys: [] },
   )
@@ -500,7 +538,8 @@ type Op =
   | { kind: "replaceOne"; filter: Filter; replacement: Doc; upsert: boolean }
   | { kind: "deleteOne" | "deleteMany"; filter: Filter }
   | { kind: "findOneAndUpdate"; filter: Filter; update: Update; upsert: boolean; sort: Sort; returnDocument: "before" | "after" }
-  | { kind: "findOneAndDelete"; filter: Filter; sort: Sort };
+  | { kind: "findOneAndDelete"; filter: Filter; sort: Sort }
+  | { kind: "find"; query: Query };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 4, arbitrary: fc.record({ kind: fc.constant("updateOne" as const), filter: writeFilterArb, update: updateArb, upsert: fc.boolean() }) },
@@ -519,6 +558,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     }),
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("findOneAndDelete" as const), filter: writeFilterArb, sort: fc.constantFrom(...WRITE_SORTS) }) },
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant("find" as const), query: queryArb }) },
 );
 
 /** What a server acknowledged, in a form compared as a string. */
@@ -539,7 +579,7 @@ const replaceDoc = (state: readonly Doc[], from: Doc, to: Doc): Doc[] => state.m
  * generates when the filter has none.
  */
 function outcomes(state: readonly Doc[], op: Op, serverUpsertedId: Value | undefined): Outcome[] {
-  const matched = state.filter((d) => matches(d, op.filter));
+  const matched = op.kind === "find" ? [] : state.filter((d) => matches(d, op.filter));
   const upsertId = (seed: Doc): Doc => ("_id" in seed ? seed : { _id: serverUpsertedId ?? null, ...seed });
   switch (op.kind) {
     case "updateOne":
@@ -595,6 +635,8 @@ function outcomes(state: readonly Doc[], op: Op, serverUpsertedId: Value | undef
       if (first === undefined) return [{ state: [...state], ack: { value: null, n: 0 } }];
       return [{ state: state.filter((d) => d !== first), ack: { value: canonical(first), n: 1 } }];
     }
+    case "find":
+      throw new Error("a find changes nothing: checkQuery compares its answers");
   }
 }
 
@@ -635,6 +677,8 @@ async function runOp(c: Collection<Document>, op: Op): Promise<{ ack: Ack; upser
       const r = await c.findOneAndDelete(op.filter, { ...opts, sort: Object.fromEntries(op.sort), includeResultMetadata: true });
       return { ack: { value: r.value === null ? null : canonical(r.value as Doc), n: Number(r.lastErrorObject?.["n"] ?? 0) }, upsertedId: undefined };
     }
+    case "find":
+      throw new Error("a find is run by checkQuery");
   }
 }
 
@@ -661,16 +705,31 @@ function stateDiff(server: readonly Doc[], model: readonly Doc[]): string {
 describe("query oracle: updates, upserts, replacements and deletes", () => {
   it("leave the collection and acknowledge as MongoDB's rules say", { timeout: TEST_TIMEOUT_MS }, async () => {
     const seen = { ops: 0, changed: 0, upserts: 0 };
+    const querySeen: Seen = { queries: 0, nonEmpty: 0, arrayMatches: 0 };
     await check(
-      fc.record({ docs: fc.array(updateDocArb, { minLength: 1, maxLength: 60, size: "max" }), ops: fc.array(opArb, { minLength: 3, maxLength: 12 }) }),
-      async ({ docs: gen, ops }) => {
-        const docs = gen.map(({ idPrefix, ...d }, i): Doc => ({ _id: `${idPrefix}${i}`, ...(d as Doc) }));
+      fc.record({
+        docs: fc.array(updateDocArb, { minLength: 1, maxLength: 60, size: "max" }),
+        // Without arrays at first, `country` gets its first ones from updates.
+        arraysAtStart: fc.boolean(),
+        ops: fc.array(opArb, { minLength: 3, maxLength: 14 }),
+      }),
+      async ({ docs: gen, arraysAtStart, ops }) => {
+        const docs = gen.map(({ idPrefix, ...d }, i): Doc => {
+          const doc: Doc = { _id: `${idPrefix}${i}`, ...(d as Doc) };
+          if (!arraysAtStart && Array.isArray(doc["country"])) doc["country"] = doc["country"][0] ?? null;
+          return doc;
+        });
         const colls = await Promise.all(targets.map((t) => freshCollection(t, "u", docs)));
         const models = targets.map(() => docs.map((d) => clone(d)));
         const history: string[] = [];
         for (const raw of ops) {
           const op = effective(raw);
           history.push(showOp(op));
+          if (op.kind === "find") {
+            const wrong = await checkQuery(colls, models, op.query, querySeen);
+            if (wrong !== null) throw new Error(`after ${history.length - 1} operations:\n${history.slice(0, -1).map((h, i) => `  ${i + 1}. ${h}`).join("\n")}\n${wrong}`);
+            continue;
+          }
           const results = await Promise.all(
             colls.map(async (c) => {
               const r = await runOp(c, op).catch((err: { code?: number; message?: string }) => ({ ack: { error: err.code ?? String(err.message) } as Ack, upsertedId: undefined }));
@@ -706,6 +765,7 @@ describe("query oracle: updates, upserts, replacements and deletes", () => {
       40,
       10,
     );
+    expect(querySeen.nonEmpty / querySeen.queries, `queries with matches: ${JSON.stringify(querySeen)}`).toBeGreaterThan(0.2);
     expect(seen.changed / seen.ops, `operations that changed the collection: ${JSON.stringify(seen)}`).toBeGreaterThan(0.3);
     expect(seen.upserts, `upserts: ${JSON.stringify(seen)}`).toBeGreaterThan(5);
   });
