@@ -1,7 +1,7 @@
 /**
  * How callers name a customer, and the identity keys that make an external id unique per
  * workspace. Pure functions; the protocol that keeps keys and customers consistent lives in
- * repository.ts.
+ * identity-keys.ts.
  */
 
 /** A parsed `id` argument: a customer id, or the external id from `ext_<externalId>`. */

@@ -1,5 +1,5 @@
 /**
- * The identity protocol (repository.ts) under crashes and races, on the real database: stale
+ * The identity protocol (identity-keys.ts) under crashes and races, on the real database: stale
  * keys left by a crash are taken over, in-flight writes are fenced off, and concurrent creates
  * and renames never leave two live customers with one externalId.
  */
