@@ -8,9 +8,10 @@
  * contributions(after) − contributions(before). Increments commute, so the cells end up equal to
  * the sum of every customer's contributions whatever the order in which concurrent writers'
  * increments land. Member lists (`cohort_members`) get the new anchor entry added and the old one
- * pulled: a customer's anchor only moves earlier as events arrive, so an entry pulled is never
- * one a later transition adds back, and lists may hold a stale entry (a reorder) but never lack
- * a current one; readers check candidates against the totals. Every write that changes totals
+ * pulled: a customer's anchor does not come back to a time it left (the first touch only moves
+ * earlier; the creation time counts only until there is one, barring an event dated to that very
+ * millisecond), so an entry pulled is not one a later transition adds back, and lists may hold a
+ * stale entry (a reorder) but not lack a current one; readers check candidates against the totals. Every write that changes totals
  * is recorded in `write_ops` while it runs (write-ops.ts) and its op id in the totals'
  * `recentOps`, so recovery can finish it and never fold it twice.
  */
