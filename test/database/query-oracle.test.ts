@@ -429,8 +429,8 @@ describe("query oracle: find, aggregate and countDocuments", () => {
         }
         await Promise.all(colls.map((c) => c.drop()));
       },
-      40,
-      12,
+      30,
+      10,
     );
     expectCoverage(seen);
   });
@@ -762,7 +762,7 @@ describe("query oracle: updates, upserts, replacements and deletes", () => {
           );
         }
       },
-      40,
+      30,
       10,
     );
     expect(querySeen.nonEmpty / querySeen.queries, `queries with matches: ${JSON.stringify(querySeen)}`).toBeGreaterThan(0.2);
