@@ -8,7 +8,7 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { AnalyticsService, type TrackedEvent } from "@linquid/contracts";
-import { pluginDatabase, startMeshProcess, startTestMesh, type MeshProcess, type TestMesh } from "@linquid/mesh/testing";
+import { pluginDatabase, startReplicas, startTestMesh, type MeshProcess, type TestMesh } from "@linquid/mesh/testing";
 import type { Db } from "mongodb";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
@@ -133,12 +133,7 @@ describe("analytics replicas on one database", () => {
 
   beforeAll(async () => {
     main = await startTestMesh({ MESH_PLUGINS: "workspaces,customers,analytics" });
-    replicas = await Promise.all(
-      Array.from({ length: REPLICAS }, () =>
-        startMeshProcess({ MESH_PLUGINS: "customers,analytics", MONGODB_DB_PREFIX: main.config.mongodbDbPrefix, WORKSPACES_ADDR: main.host.grpcUrl! }),
-      ),
-    );
-    clients = [main.grpcClient(AnalyticsService), ...replicas.map((r) => r.grpcClient(AnalyticsService))];
+    ({ replicas, clients } = await startReplicas(main, REPLICAS, { MESH_PLUGINS: "customers,analytics", WORKSPACES_ADDR: main.host.grpcUrl! }, AnalyticsService));
     ({ db, close: closeDb } = await pluginDatabase(main, "analytics"));
   });
   afterAll(async () => {

@@ -6,7 +6,7 @@
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { AnalyticsService, CustomersService } from "@linquid/contracts";
 import { newId } from "@linquid/mesh";
-import { startMeshProcess, startTestMesh, type MeshProcess, type TestMesh } from "@linquid/mesh/testing";
+import { startReplicas, startTestMesh, type MeshProcess, type TestMesh } from "@linquid/mesh/testing";
 import type { Db } from "mongodb";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newCustomerDoc, type CustomerDoc } from "../../src/customer-doc.js";
@@ -26,12 +26,7 @@ describe("customers replicas on one database", () => {
   beforeAll(async () => {
     // This process also serves analytics, so the follow-ups of every replica can complete.
     main = await startTestMesh({ MESH_PLUGINS: "workspaces,customers,analytics" });
-    replicas = await Promise.all(
-      Array.from({ length: REPLICAS }, () =>
-        startMeshProcess({ MESH_PLUGINS: "customers", MONGODB_DB_PREFIX: main.config.mongodbDbPrefix, ANALYTICS_ADDR: main.host.grpcUrl! }),
-      ),
-    );
-    clients = [main.grpcClient(CustomersService), ...replicas.map((r) => r.grpcClient(CustomersService))];
+    ({ replicas, clients } = await startReplicas(main, REPLICAS, { MESH_PLUGINS: "customers", ANALYTICS_ADDR: main.host.grpcUrl! }, CustomersService));
     ({ db, close: closeDb } = await customersDb(main));
   });
   afterAll(async () => {

@@ -120,6 +120,23 @@ export interface MeshProcess {
 const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
 
 /**
+ * Replicas of `main`'s plugins: `count` mesh processes on `main`'s database prefix, each with
+ * `env` added (which plugins, where the others are), and a gRPC client of `service` for `main`
+ * and each replica, `main` first.
+ */
+export async function startReplicas<S extends DescService>(
+  main: TestMesh,
+  count: number,
+  env: Record<string, string>,
+  service: S,
+): Promise<{ replicas: MeshProcess[]; clients: Array<Client<S>> }> {
+  const replicas = await Promise.all(
+    Array.from({ length: count }, () => startMeshProcess({ MONGODB_DB_PREFIX: main.config.mongodbDbPrefix, ...env })),
+  );
+  return { replicas, clients: [main.grpcClient(service), ...replicas.map((r) => r.grpcClient(service))] };
+}
+
+/**
  * Starts `node services/mesh/src/main.ts` in a child process on the run's database and free
  * ports, without Redis. `env` picks its plugins and wiring; pass another mesh's
  * `config.mongodbDbPrefix` as MONGODB_DB_PREFIX to make it a replica of that mesh's plugins.
