@@ -15,10 +15,9 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 # 1. npm packages. node_modules/.package-lock.json is npm's record of the last install.
 if [ ! -x node_modules/.bin/node ] || [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "installing npm packages"
-  # `npm install` rather than `npm ci`: npm ci rejects this lock file over the platform
-  # packages of @bufbuild/buf that npm itself leaves out of it. With a lock file present,
-  # npm install installs exactly what it records.
-  npm install --no-audit --no-fund --loglevel=error
+  # Exactly what the lock file records (it lists the platform packages of every platform, so
+  # npm ci accepts it here and in the image); the lock file is never rewritten.
+  npm ci --no-audit --no-fund --loglevel=error
 else
   say "npm packages up to date"
 fi
