@@ -9,8 +9,8 @@
  * deadline get `DEFAULT_TIMEOUT_MS` per call.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
-import type { DescMethod, DescService } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ConnectRouter, type HandlerContext, type ServiceImpl, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter, type Transport } from "@connectrpc/connect";
+import { wrapHandlers } from "./handlers.js";
 
 /** Budget of one database call when no RPC deadline applies: the gateway's own RPC deadline. */
 export const DEFAULT_TIMEOUT_MS = 15_000;
@@ -57,43 +57,15 @@ export function dbTimeout(): { maxTimeMS: number } {
   return { maxTimeMS: remainingMs() };
 }
 
-type AnyImpl = (req: unknown, ctx: HandlerContext) => unknown;
-
-function scopedMethod(method: DescMethod, impl: AnyImpl): AnyImpl {
-  // Streaming handlers return iterables that run after the call returns; none exist yet.
-  if (method.methodKind !== "unary") return impl;
-  return (req, ctx) => runWithDeadline(ctx.timeoutMs(), () => impl(req, ctx));
-}
-
-function scopedService<S extends DescService>(service: S, impl: Partial<ServiceImpl<S>>): Partial<ServiceImpl<S>> {
-  const out: Record<string, AnyImpl> = {};
-  const methods = impl as unknown as Record<string, AnyImpl | undefined>;
-  for (const method of service.methods) {
-    const fn = methods[method.localName];
-    if (typeof fn === "function") out[method.localName] = scopedMethod(method, fn.bind(impl));
-  }
-  return out as Partial<ServiceImpl<S>>;
-}
-
 /**
  * A router that registers every handler inside a deadline scope (see the file comment); the
  * host hands it to the plugins, so no handler has to pass its context down by hand.
+ * Streaming handlers return iterables that run after the call returns: they are left as they are.
  */
 export function withRpcDeadlines(router: ConnectRouter): ConnectRouter {
-  const scoped: ConnectRouter = {
-    get handlers() {
-      return router.handlers;
-    },
-    service(service, impl, options) {
-      router.service(service, scopedService(service, impl), options);
-      return scoped;
-    },
-    rpc(method, impl, options) {
-      router.rpc(method, scopedMethod(method, impl as AnyImpl) as typeof impl, options);
-      return scoped;
-    },
-  };
-  return scoped;
+  return wrapHandlers(router, (method, impl) =>
+    method.methodKind !== "unary" ? impl : (req, ctx) => runWithDeadline(ctx.timeoutMs(), () => impl(req, ctx)),
+  );
 }
 
 /**

@@ -10,13 +10,16 @@
 import { createServer as createH2Server, type Http2Server, type ServerHttp2Session } from "node:http2";
 import { createClient, createRouterTransport, Code, ConnectError, type Client, type ConnectRouter, type Interceptor, type Transport } from "@connectrpc/connect";
 import { connectNodeAdapter, createGrpcTransport } from "@connectrpc/connect-node";
-import type { DescService } from "@bufbuild/protobuf";
-import { HealthCheckResponse_ServingStatus as Status } from "@linquid/contracts";
+import { getOption, hasOption, type DescMethod, type DescService } from "@bufbuild/protobuf";
+import { MethodOptions_IdempotencyLevel as Idempotency } from "@bufbuild/protobuf/wkt";
+import { HealthCheckResponse_ServingStatus as Status, http } from "@linquid/contracts";
 import type { Redis } from "ioredis";
 import type { MongoClient } from "mongodb";
 import { ConfigError, type MeshConfig, type PluginName } from "./config.js";
+import { watchDatabase, withDatabaseWatch, type DatabaseWatch } from "./db-watch.js";
 import { inheritDeadlines, withRpcDeadlines } from "./deadline.js";
-import { startFerretDb, startRedisServer, type EmbeddedServer } from "./embedded.js";
+import { DataDirInUseError, startFerretDb, startRedisServer, type EmbeddedServer } from "./embedded.js";
+import { fromPeerError, isBrokenConnection } from "./errors.js";
 import { createHealthRegistry } from "./health.js";
 import { createLogger, type Logger } from "./logger.js";
 import { connectMongo, pluginDb } from "./mongo.js";
@@ -60,6 +63,43 @@ function createErrorLoggingInterceptor(logger: Logger): Interceptor {
   };
 }
 
+/**
+ * A method that changes nothing, so a call of it that got no answer may be sent again: declared
+ * `idempotency_level = NO_SIDE_EFFECTS` or IDEMPOTENT, or mapped to an HTTP GET.
+ */
+export function isSafeMethod(method: DescMethod): boolean {
+  if (method.idempotency === Idempotency.NO_SIDE_EFFECTS || method.idempotency === Idempotency.IDEMPOTENT) return true;
+  return hasOption(method, http) && getOption(method, http).pattern.case === "get";
+}
+
+/**
+ * Calls to a service in another process: a call that got no answer (the connection broke, was
+ * refused or stopped answering PINGs: the peer crashed, restarted or hangs) fails with
+ * Unavailable, never as an internal error; a safe unary call whose connection broke under it is
+ * sent once more on a fresh connection (a restarted peer or another replica may answer).
+ */
+export function createPeerFailureInterceptor(peer: string): Interceptor {
+  return (next) => async (req) => {
+    try {
+      return await next(req);
+    } catch (err) {
+      if (req.stream || !isSafeMethod(req.method) || !isBrokenConnection(err) || req.signal.aborted) throw fromPeerError(err, peer);
+      try {
+        return await next(req);
+      } catch (again) {
+        throw fromPeerError(again, peer);
+      }
+    }
+  };
+}
+
+/**
+ * HTTP/2 keep-alive towards other services: while calls are open, a PING every second that must
+ * be answered within a second, so a peer that hangs (stopped, wedged) fails its calls with
+ * Unavailable within 2 s instead of at their deadline.
+ */
+export const PEER_PING = { pingIntervalMs: 1000, pingTimeoutMs: 1000 } as const;
+
 /** A transport that builds the real one on first use, so plugins may depend on each other in any order. */
 function lazyTransport(make: () => Transport): Transport {
   let t: Transport | undefined;
@@ -100,10 +140,17 @@ export async function startHost(config: MeshConfig, options: HostOptions = {}): 
 
     // Backends.
     let mongo: MongoClient | undefined;
+    let dbWatch: DatabaseWatch | undefined;
     let mongodbUri = config.mongodbUri;
     if (plugins.some((p) => p.needs.mongo)) {
       if (mongodbUri === undefined) {
-        const ferret: EmbeddedServer = await startFerretDb(config.ferretdbBin, config.dataDir);
+        let ferret: EmbeddedServer;
+        try {
+          ferret = await startFerretDb(config.ferretdbBin, config.dataDir);
+        } catch (err) {
+          if (err instanceof DataDirInUseError) throw new ConfigError(`DATA_DIR: ${err.message}`);
+          throw err;
+        }
         cleanups.push(() => ferret.stop());
         mongodbUri = ferret.url;
         logger.info("embedded FerretDB started", { url: ferret.url, pid: ferret.pid });
@@ -115,6 +162,9 @@ export async function startHost(config: MeshConfig, options: HostOptions = {}): 
       }
       const client = mongo;
       cleanups.push(() => client.close());
+      const w = watchDatabase(mongodbUri, { logger: logger.child("db-watch") });
+      dbWatch = w;
+      cleanups.push(() => w.stop());
     }
     let redis: Redis | undefined;
     let redisUrl = config.redisUrl;
@@ -142,10 +192,12 @@ export async function startHost(config: MeshConfig, options: HostOptions = {}): 
     const clientInterceptors = [createClientTracingInterceptor()];
     const serverInterceptors = [createServerTracingInterceptor(), createErrorLoggingInterceptor(logger.child("rpc"))];
     const running: RunningPlugin[] = [];
-    // Every handler runs in the deadline scope of its call (deadline.ts).
+    const registrations: Array<(router: ConnectRouter) => void> = [];
+    // Every handler runs in the deadline scope of its call (deadline.ts); those of plugins with
+    // a database fail fast while it does not answer (db-watch.ts).
     const allRoutes = (router: ConnectRouter) => {
       const scoped = withRpcDeadlines(router);
-      for (const r of running) r.routes?.(scoped);
+      for (const register of registrations) register(scoped);
     };
     const inProcess = inheritDeadlines(
       lazyTransport(() => createRouterTransport(allRoutes, { router: { interceptors: serverInterceptors }, transport: { interceptors: clientInterceptors } })),
@@ -160,7 +212,7 @@ export async function startHost(config: MeshConfig, options: HostOptions = {}): 
         if (baseUrl === undefined) {
           throw new ConfigError(`${owner.toUpperCase()}_ADDR: required, the ${owner} plugin does not run in this process`);
         }
-        t = inheritDeadlines(createGrpcTransport({ baseUrl, interceptors: clientInterceptors, defaultTimeoutMs: 15_000 }));
+        t = inheritDeadlines(createGrpcTransport({ baseUrl, interceptors: [...clientInterceptors, createPeerFailureInterceptor(owner)], defaultTimeoutMs: 15_000, ...PEER_PING }));
         remote.set(owner, t);
       }
       return t;
@@ -183,6 +235,9 @@ export async function startHost(config: MeshConfig, options: HostOptions = {}): 
       };
       const r = await plugin.start(ctx);
       running.push(r);
+      const routes = r.routes;
+      const watch = plugin.needs.mongo === true ? dbWatch : undefined;
+      if (routes !== undefined) registrations.push(watch === undefined ? routes : (router) => routes(withDatabaseWatch(router, watch)));
       cleanups.push(() => r.stop());
       if (r.url !== undefined) gatewayUrl = r.url;
     }

@@ -27,11 +27,30 @@ import { inSpan } from "./spans.js";
 
 const tracer = trace.getTracer("linquid.mongodb");
 
-/** Opens a client; fails within `timeoutMs` when the server cannot be reached. */
+/**
+ * Opens a client; fails within `timeoutMs` when the server cannot be reached.
+ *
+ * An RPC learns that the database is down or hung from the database watch (db-watch.ts), within
+ * a second; these settings bound what the driver itself waits for, in RPCs and background work
+ * alike:
+ * - the driver's heartbeat asks the server every second and gives up on an answer after 2 s
+ *   (connectTimeoutMS): a hung server is then dropped and the commands in flight on it fail
+ *   (the pool is cleared with its in-use connections interrupted), background work included;
+ * - server selection gives up after 2 s; a restarted server is found by the next heartbeat, or
+ *   at once when an operation waits for one;
+ * - opening a connection (TCP and handshake) gives up after 2 s;
+ * - a connection silent for 2 minutes is given up even while the server answers heartbeats.
+ *   Commands carry `maxTimeMS` (the RPC's deadline, deadline.ts), which the server enforces;
+ *   this only bounds one that a faulty server never ends. It is longer than any single command
+ *   runs, a rebuild's deletes and inserts of a large workspace included (those RPCs carry
+ *   deadlines of many minutes).
+ */
 export async function connectMongo(uri: string, timeoutMs = 5000): Promise<MongoClient> {
   const client = new MongoClient(uri, {
-    serverSelectionTimeoutMS: 3000,
-    connectTimeoutMS: 3000,
+    serverSelectionTimeoutMS: 2000,
+    connectTimeoutMS: 2000,
+    socketTimeoutMS: 120_000,
+    heartbeatFrequencyMS: 1000,
     maxPoolSize: 50,
     appName: "linquid",
   });
