@@ -106,4 +106,47 @@ describe("mesh process", () => {
       expect(run.stderr()).toContain('"msg":"stopped"');
     }
   });
+
+  it("owns its embedded backends: they die with it on kill -9; a second start on its data directory refuses with one line; the next start takes over", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "linquid-own-"));
+    dirs.push(dataDir);
+    const env = { DATA_DIR: dataDir, GRPC_PORT: "0", PORT: "0", FERRETDB_BIN: inject("ferretdbBin"), REDIS_SERVER_BIN: inject("redisServerBin"), LOG_LEVEL: "info" };
+    const started = async (run: ReturnType<typeof runMain>) => {
+      const deadline = Date.now() + 30_000;
+      while (!run.stderr().includes('"msg":"mesh started"')) {
+        if (Date.now() > deadline || run.child.exitCode !== null) throw new Error(`mesh did not start: ${run.stderr()}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return run.stderr().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => typeof l["pid"] === "number").map((l) => l["pid"] as number);
+    };
+
+    const first = runMain(env);
+    const pids = await started(first);
+    expect(pids).toHaveLength(2); // FerretDB and redis-server
+
+    // A second mesh on the same data directory: one line, exit 2, and the first one's servers untouched.
+    const second = runMain(env);
+    expect(await second.exited).toBe(2);
+    const lines = second.stderr().trim().split("\n");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(new RegExp(`^linquid: configuration error: DATA_DIR: .* is in use by process ${first.child.pid}`));
+    for (const pid of pids) expect(alive(pid)).toBe(true);
+
+    // kill -9: no chance to clean up, yet its servers follow it.
+    const killedAt = Date.now();
+    first.child.kill("SIGKILL");
+    await first.exited;
+    for (let i = 0; i < 100 && pids.some(alive); i++) await new Promise((r) => setTimeout(r, 50));
+    for (const pid of pids) expect(alive(pid)).toBe(false);
+    expect(Date.now() - killedAt).toBeLessThan(5000);
+
+    // The lock it left names a dead owner: the next start takes the directory over, with its data.
+    const third = runMain(env);
+    const again = await started(third);
+    expect(again).toHaveLength(2);
+    third.child.kill("SIGTERM");
+    await third.exited;
+    for (let i = 0; i < 100 && again.some(alive); i++) await new Promise((r) => setTimeout(r, 50));
+    for (const pid of again) expect(alive(pid)).toBe(false);
+  });
 });
