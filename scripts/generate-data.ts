@@ -7,7 +7,7 @@
  *   npm run generate:data -- --customers 1000 --seed 7 [--workspace ws_...] [--batch 1000]
  *
  * Talks to a running mesh (`npm start`): ANALYTICS_ADDR and WORKSPACES_ADDR default to
- * http://127.0.0.1:8090. Without --workspace it creates a "pro" workspace and prints its id.
+ * http://127.0.0.1:$GRPC_PORT (8090). Without --workspace it creates a "pro" workspace and prints its id.
  * Progress goes to stderr; the summary (one JSON object) to stdout.
  */
 import { create } from "@bufbuild/protobuf";
@@ -15,6 +15,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AnalyticsService, TrackedEventSchema, WorkspacesService, type TrackedEvent } from "@linquid/contracts";
+import { serviceAddress } from "@linquid/mesh";
 import { pathToFileURL } from "node:url";
 
 export interface GenerateOptions {
@@ -209,9 +210,9 @@ async function main(): Promise<void> {
     process.stderr.write(`generate-data: ${(err as Error).message}\n`);
     process.exit(2);
   }
-  const analytics = createClient(AnalyticsService, createGrpcTransport({ baseUrl: process.env["ANALYTICS_ADDR"] ?? "http://127.0.0.1:8090" }));
+  const analytics = createClient(AnalyticsService, createGrpcTransport({ baseUrl: serviceAddress("ANALYTICS") }));
   let workspaceId = arg(args, "workspace");
-  const ws: Client<typeof WorkspacesService> = createClient(WorkspacesService, createGrpcTransport({ baseUrl: process.env["WORKSPACES_ADDR"] ?? "http://127.0.0.1:8090" }));
+  const ws: Client<typeof WorkspacesService> = createClient(WorkspacesService, createGrpcTransport({ baseUrl: serviceAddress("WORKSPACES") }));
   if (workspaceId === undefined) {
     workspaceId = (await ws.createWorkspace({ name: `synthetic ${seed}`, plan: "pro", unlimited: true })).workspace!.id;
     process.stderr.write(`generate-data: created workspace ${workspaceId}\n`);

@@ -12,9 +12,11 @@
  * a failed call: one line on stderr, exit 1.
  */
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import type { DescService } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AnalyticsService, WorkspacesService } from "@linquid/contracts";
+import { serviceAddress, type ServiceName } from "@linquid/mesh";
 
 class UsageError extends Error {}
 
@@ -23,10 +25,12 @@ const usage = `usage: admin workspace create --name <name> --plan <starter|pro|e
        admin key revoke --id <key id>
        admin analytics rebuild --workspace <id>`;
 
-function address(service: "WORKSPACES" | "ANALYTICS"): string {
-  const explicit = process.env[`${service}_ADDR`];
-  if (explicit !== undefined && explicit !== "") return explicit;
-  return `http://127.0.0.1:${process.env["GRPC_PORT"] ?? "8090"}`;
+/** The address of the service the command is calling, named when it can't be reached. */
+let calling = serviceAddress("WORKSPACES");
+
+function clientOf<S extends DescService>(service: S, name: ServiceName): Client<S> {
+  calling = serviceAddress(name);
+  return createClient(service, createGrpcTransport({ baseUrl: calling }));
 }
 
 function required(values: Record<string, unknown>, name: string): string {
@@ -44,7 +48,7 @@ async function run(argv: string[]): Promise<unknown> {
       throw new UsageError((err as Error).message.split("\n")[0] ?? "bad arguments");
     }
   };
-  const workspaces = () => createClient(WorkspacesService, createGrpcTransport({ baseUrl: address("WORKSPACES") }));
+  const workspaces = () => clientOf(WorkspacesService, "WORKSPACES");
 
   if (noun === "workspace" && verb === "create") {
     const v = parse({ name: { type: "string" }, plan: { type: "string" }, currency: { type: "string" }, "rate-limit": { type: "string" } });
@@ -79,7 +83,7 @@ async function run(argv: string[]): Promise<unknown> {
   }
   if (noun === "analytics" && verb === "rebuild") {
     const v = parse({ workspace: { type: "string" } });
-    const client = createClient(AnalyticsService, createGrpcTransport({ baseUrl: address("ANALYTICS") }));
+    const client = clientOf(AnalyticsService, "ANALYTICS");
     const res = await client.rebuildWorkspace({ workspaceId: required(v, "workspace") }, { timeoutMs: 30 * 60_000 });
     return { workspaceId: required(v, "workspace"), customers: Number(res.customers), events: Number(res.events) };
   }
@@ -101,7 +105,7 @@ try {
   const ce = ConnectError.from(err);
   const message =
     ce.code === Code.Unavailable
-      ? `cannot reach the mesh (${address("WORKSPACES")}): is \`npm start\` running?`
+      ? `cannot reach the mesh (${calling}): is \`npm start\` running?`
       : ce.code === Code.InvalidArgument || ce.code === Code.NotFound
         ? ce.rawMessage
         : `${Code[ce.code]}: ${ce.rawMessage}`;

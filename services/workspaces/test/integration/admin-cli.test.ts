@@ -4,6 +4,7 @@
 import { spawn } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WorkspacesService } from "@linquid/contracts";
+import { freePort } from "@linquid/mesh";
 import { startTestMesh, type TestMesh } from "@linquid/mesh/testing";
 
 function admin(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -49,6 +50,20 @@ describe("admin CLI", () => {
 
     const stored = await mesh.host.client(WorkspacesService).getWorkspace({ id: workspace["id"] as string });
     expect(stored.workspace?.name).toBe("Acme");
+  });
+
+  it("names the address of the service it could not reach", async () => {
+    const dead = `http://127.0.0.1:${await freePort()}`;
+    const res = await admin(["analytics", "rebuild", "--workspace", "ws_x"], { ...env, ANALYTICS_ADDR: dead });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toBe(`admin: cannot reach the mesh (${dead}): is \`npm start\` running?\n`);
+  });
+
+  it("defaults to the local mesh on GRPC_PORT", async () => {
+    const port = new URL(mesh.host.grpcUrl!).port;
+    const ws = await admin(["workspace", "create", "--name", "Local", "--plan", "starter"], { GRPC_PORT: port });
+    expect(ws.code).toBe(0);
+    expect(JSON.parse(ws.stdout)).toMatchObject({ name: "Local", plan: "starter" });
   });
 
   it("prints unlimited budgets as such", async () => {
