@@ -9,6 +9,9 @@ export * from "./gen/linquid/workspaces/v1/workspaces_pb.js";
 export * from "./gen/linquid/policy/v1/policy_pb.js";
 export * from "./gen/linquid/type/v1/pagination_pb.js";
 export * from "./gen/grpc/health/v1/health_pb.js";
+// Server reflection: two versions of one protocol, with the same names, hence namespaces.
+export * as reflectionV1 from "./gen/grpc/reflection/v1/reflection_pb.js";
+export * as reflectionV1alpha from "./gen/grpc/reflection/v1alpha/reflection_pb.js";
 export * from "./gen/google/api/annotations_pb.js";
 export * from "./gen/google/api/http_pb.js";
 export * from "./gen/google/rpc/error_details_pb.js";

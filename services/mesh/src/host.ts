@@ -21,6 +21,7 @@ import { inheritDeadlines, withRpcDeadlines } from "./deadline.js";
 import { DataDirInUseError, startFerretDb, startRedisServer, type EmbeddedServer } from "./embedded.js";
 import { fromPeerError, isBrokenConnection } from "./errors.js";
 import { createHealthRegistry } from "./health.js";
+import { reflectionRoutes } from "./reflection.js";
 import { createLogger, type Logger } from "./logger.js";
 import { connectMongo, pluginDb } from "./mongo.js";
 import { pluginOfService, type Plugin, type PluginContext, type RunningPlugin } from "./plugin.js";
@@ -251,6 +252,7 @@ export async function startHost(config: MeshConfig, options: HostOptions = {}): 
           routes: (router) => {
             allRoutes(router);
             health.routes(router);
+            reflectionRoutes(router, services);
           },
           interceptors: serverInterceptors,
         }),
