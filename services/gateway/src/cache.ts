@@ -68,6 +68,9 @@ export function createCachePolicy(options: CacheOptions): Step {
     const ws = req.principal?.workspaceId;
     if (route === undefined || ws === undefined) throw new Error("cache policy ran before routing or auth");
 
+    // A streamed body is never a snapshot.
+    if (route.stream !== undefined) return next();
+
     if (route.policy.invalidatesCache) {
       const answer = await next();
       if (answer.status < 400) await bump(ws);

@@ -17,10 +17,19 @@ export interface Principal {
   readonly rateLimit: number | null;
 }
 
-/** A finished answer: status and the JSON text of the body. */
+/** An answer: status and the JSON text of the body, or (streaming routes) a body written piece by piece. */
 export interface Answer {
   readonly status: number;
   readonly body: string;
+  /** Set on streaming answers, whose `body` is "": server.ts writes it with backpressure. */
+  readonly stream?: StreamingBody;
+}
+
+/** A response body produced as the client takes it. */
+export interface StreamingBody {
+  readonly contentType: string;
+  /** Pieces of the body; each is asked for once the client has taken the previous one. */
+  readonly chunks: AsyncGenerator<string, void, undefined>;
 }
 
 export interface GatewayRequest {
@@ -31,10 +40,14 @@ export interface GatewayRequest {
   readonly query: URLSearchParams;
   /** Request headers, names lower-case. */
   readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  /** Every line of each header, names lower-case (`headers` keeps one Authorization only), where the server has them. */
+  readonly headersDistinct?: Readonly<Record<string, string[] | undefined>>;
   /** Reads the body once, enforcing the size limit (413 PAYLOAD_TOO_LARGE). */
   readonly readBody: () => Promise<Buffer>;
   /** Headers every answer to this request carries, errors included (request id, budget, cache). */
   readonly responseHeaders: Map<string, string>;
+  /** Aborted when the client goes away before the answer is complete. */
+  readonly signal?: AbortSignal;
 
   /** Set by request-id. */
   requestId?: string;

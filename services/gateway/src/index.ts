@@ -10,7 +10,7 @@ import type { Plugin } from "@linquid/mesh";
 import { createAuthenticator, grantedScopes } from "./auth.js";
 import { createCachePolicy } from "./cache.js";
 import type { Principal } from "./context.js";
-import { createPipeline, type Invoke } from "./pipeline.js";
+import { createPipeline, type Invoke, type InvokeStream } from "./pipeline.js";
 import { createFallbackLimiter } from "./rate-limit.js";
 import { buildRoutes, createRouteTable } from "./route-table.js";
 import { createGatewayServer } from "./server.js";
@@ -33,6 +33,7 @@ export function principalOf(res: AuthenticateApiKeyResponse): Principal {
 }
 
 type UnaryMethod = (request: Message, options: CallOptions) => Promise<Message>;
+type StreamMethod = (request: Message, options: CallOptions) => AsyncIterable<Message>;
 
 const plugin: Plugin = {
   name: "gateway",
@@ -44,6 +45,8 @@ const plugin: Plugin = {
     const clients = new Map<string, Record<string, UnaryMethod>>();
     for (const s of REST_SERVICES) clients.set(s.typeName, ctx.client(s) as unknown as Record<string, UnaryMethod>);
     const invoke: Invoke = (route, request, options) => clients.get(route.service.typeName)![route.method.localName]!(request, options);
+    const invokeStream: InvokeStream = (route, request, options) =>
+      (clients.get(route.service.typeName)![route.method.localName] as unknown as StreamMethod)(request, options);
 
     const workspaces = ctx.client(WorkspacesService);
     const authenticator = createAuthenticator({
@@ -59,6 +62,7 @@ const plugin: Plugin = {
       limiter: createFallbackLimiter(ctx.redis, logger.child("rate-limit")),
       cache: createCachePolicy({ redis: ctx.redis, ttlOverrideSeconds: override, maxTtlSeconds, logger: logger.child("cache") }),
       invoke,
+      invokeStream,
       logger,
     });
 

@@ -13,7 +13,10 @@
  *  10. cache        snapshot read / generation bump (X-Cache)
  *  11. RPC call     through the mesh client, headers from an allow-list only
  *
- * Each step is a small policy made by a factory; this file only puts them in order.
+ * Each step is a small policy made by a factory; this file only puts them in order. A streaming
+ * route's call answers as soon as the first response message (or the error) arrives: an error
+ * before it is an ordinary error answer; after it, the body is streamed (server.ts), each
+ * message asked for when the client has taken the one before.
  */
 import type { Message } from "@bufbuild/protobuf";
 import type { CallOptions } from "@connectrpc/connect";
@@ -26,10 +29,13 @@ import { HttpError } from "./http-error.js";
 import { createRateLimitPolicies, type Limiter } from "./rate-limit.js";
 import { createRequestIdPolicy } from "./request-id.js";
 import type { Route, RouteTable } from "./route-table.js";
+import { recordWriter, streamFormatOf } from "./stream-format.js";
 import { decodeRequest, encodeResponse, parseJsonBody } from "./transcoder.js";
 
 /** Calls the RPC of a route. The gateway wires it to the mesh clients; tests to fakes. */
 export type Invoke = (route: Route, request: Message, options: CallOptions) => Promise<Message>;
+/** Calls the server-streaming RPC of a streaming route. */
+export type InvokeStream = (route: Route, request: Message, options: CallOptions) => AsyncIterable<Message>;
 
 export interface PipelineDeps {
   readonly routes: RouteTable;
@@ -37,6 +43,8 @@ export interface PipelineDeps {
   readonly limiter: Limiter;
   readonly cache: Step;
   readonly invoke: Invoke;
+  /** Needed when the routes include streaming ones. */
+  readonly invokeStream?: InvokeStream;
   readonly logger: Logger;
   /** Per-call deadline towards the services. */
   readonly rpcTimeoutMs?: number;
@@ -89,12 +97,58 @@ function createDecodePolicy(): Step {
 }
 
 /** The last step: the RPC itself. Only allow-listed headers reach the service: the request id (trace context is added by the mesh's client interceptor). */
-function createCall(invoke: Invoke, timeoutMs: number): (req: GatewayRequest) => Promise<Answer> {
+function createCall(invoke: Invoke, invokeStream: InvokeStream | undefined, timeoutMs: number): (req: GatewayRequest) => Promise<Answer> {
   return async (req) => {
     const route = req.route!.route;
+    if (route.stream !== undefined) {
+      if (invokeStream === undefined) throw new Error(`no stream invoker for ${route.method.name}`);
+      return callStream(invokeStream, req);
+    }
     const response = await invoke(route, req.rpcRequest!, { headers: { "x-request-id": req.requestId! }, timeoutMs });
     return encodeResponse(route, response);
   };
+}
+
+/**
+ * A streaming call. It has no overall deadline (an export takes as long as its client reads);
+ * the service bounds each step, and the call is cancelled when the client goes away or the
+ * body stops being read (server.ts), which stops the service's walk.
+ */
+async function callStream(invokeStream: InvokeStream, req: GatewayRequest): Promise<Answer> {
+  const route = req.route!.route;
+  const spec = route.stream!;
+  const cancel = new AbortController();
+  const onGone = () => cancel.abort();
+  req.signal?.addEventListener("abort", onGone, { once: true });
+  const messages = invokeStream(route, req.rpcRequest!, { headers: { "x-request-id": req.requestId! }, signal: cancel.signal, timeoutMs: 0 })[Symbol.asyncIterator]();
+  const done = () => {
+    req.signal?.removeEventListener("abort", onGone);
+    cancel.abort();
+    // Ends the producer too (an in-process stream is only cancelled when returned).
+    void messages.return?.().catch(() => undefined);
+  };
+  let first: IteratorResult<Message>;
+  try {
+    first = await messages.next();
+  } catch (err) {
+    done();
+    throw err;
+  }
+  const format = spec.formatField === undefined ? "ndjson" : streamFormatOf((req.rpcRequest as unknown as Record<string, unknown>)[spec.formatField.localName]);
+  const writer = recordWriter(spec.record, format);
+  const records = (m: Message) => (m as unknown as Record<string, Message[]>)[spec.records.localName] ?? [];
+  async function* chunks(): AsyncGenerator<string, void, undefined> {
+    try {
+      if (writer.head !== "") yield writer.head;
+      for (let r = first; r.done !== true; r = await messages.next()) {
+        const text = writer.rows(records(r.value));
+        if (text !== "") yield text;
+      }
+    } finally {
+      done();
+    }
+  }
+  return { status: 200, body: "", stream: { contentType: writer.contentType, chunks: chunks() } };
 }
 
 /** Composes the chain; the returned function never throws. */
@@ -112,7 +166,7 @@ export function createPipeline(deps: PipelineDeps): (req: GatewayRequest) => Pro
     createDecodePolicy(),
     deps.cache,
   ];
-  const call = createCall(deps.invoke, deps.rpcTimeoutMs ?? 15_000);
+  const call = createCall(deps.invoke, deps.invokeStream, deps.rpcTimeoutMs ?? 15_000);
   return async (req) => {
     const run = (i: number): Promise<Answer> => (i === steps.length ? call(req) : steps[i]!(req, () => run(i + 1)));
     try {

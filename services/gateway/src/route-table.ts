@@ -12,8 +12,22 @@
  *   are tried before the mapping without one;
  * - variables never match an empty segment, and decoded variables with control characters
  *   are refused (400) before any service sees them.
+ *
+ * A mapping on a server-streaming method becomes a streaming route: its answer is one body
+ * written record by record (stream-format.ts), the records being the elements of each
+ * response message's `response_body` field, in the format the request's
+ * `stream_format_field` picks.
  */
-import { getOption, hasOption, ScalarType, type DescField, type DescMethodUnary, type DescService } from "@bufbuild/protobuf";
+import {
+  getOption,
+  hasOption,
+  ScalarType,
+  type DescField,
+  type DescMessage,
+  type DescMethodServerStreaming,
+  type DescMethodUnary,
+  type DescService,
+} from "@bufbuild/protobuf";
 import { http, route as routeOption } from "@linquid/contracts";
 import { HttpError } from "./http-error.js";
 
@@ -31,9 +45,21 @@ export interface RoutePolicy {
   readonly whenQuery: { readonly name: string; readonly value: string } | undefined;
 }
 
+/** What a streaming route writes: records of `record` from `records`, formatted as `formatField` says. */
+export interface StreamSpec {
+  /** The repeated message field of each response message that holds the records. */
+  readonly records: DescField;
+  /** The message type of a record. */
+  readonly record: DescMessage;
+  /** The string request field naming the format ("ndjson" | "csv"); undefined = always NDJSON. */
+  readonly formatField: DescField | undefined;
+}
+
 export interface Route {
   readonly service: DescService;
-  readonly method: DescMethodUnary;
+  readonly method: DescMethodUnary | DescMethodServerStreaming;
+  /** Set on server-streaming routes. */
+  readonly stream: StreamSpec | undefined;
   readonly httpMethod: HttpMethod;
   /** As written in the contract, e.g. "/customers/{id}". */
   readonly template: string;
@@ -70,7 +96,7 @@ interface Template {
   readonly routes: Route[];
 }
 
-function parseTemplate(template: string, method: DescMethodUnary): Segment[] {
+function parseTemplate(template: string, method: DescMethodUnary | DescMethodServerStreaming): Segment[] {
   if (!template.startsWith("/")) throw new Error(`${method.parent.typeName}.${method.name}: path "${template}" must start with "/"`);
   return template
     .slice(1)
@@ -89,7 +115,7 @@ function parseTemplate(template: string, method: DescMethodUnary): Segment[] {
     });
 }
 
-function patternOf(method: DescMethodUnary): { httpMethod: HttpMethod; path: string } {
+function patternOf(method: DescMethodUnary | DescMethodServerStreaming): { httpMethod: HttpMethod; path: string } {
   const rule = getOption(method, http);
   switch (rule.pattern.case) {
     case "get":
@@ -107,7 +133,7 @@ function patternOf(method: DescMethodUnary): { httpMethod: HttpMethod; path: str
   }
 }
 
-function parseWhenQuery(raw: string, method: DescMethodUnary): RoutePolicy["whenQuery"] {
+function parseWhenQuery(raw: string, method: DescMethodUnary | DescMethodServerStreaming): RoutePolicy["whenQuery"] {
   if (raw === "") return undefined;
   const eq = raw.indexOf("=");
   if (eq <= 0) throw new Error(`${method.parent.typeName}.${method.name}: when_query must be "name=value", got "${raw}"`);
@@ -120,8 +146,8 @@ export function buildRoutes(services: readonly DescService[]): Route[] {
   for (const service of services) {
     for (const m of service.methods) {
       if (!hasOption(m, http)) continue;
-      if (m.methodKind !== "unary") throw new Error(`${service.typeName}.${m.name}: only unary methods can have a REST mapping`);
-      const method = m as DescMethodUnary;
+      if (m.methodKind !== "unary" && m.methodKind !== "server_streaming") throw new Error(`${service.typeName}.${m.name}: only unary and server-streaming methods can have a REST mapping`);
+      const method = m as DescMethodUnary | DescMethodServerStreaming;
       if (!hasOption(method, routeOption)) throw new Error(`${service.typeName}.${method.name}: REST-mapped method without a linquid.policy.v1.route option`);
       const rule = getOption(method, http);
       if (rule.additionalBindings.length > 0) throw new Error(`${service.typeName}.${method.name}: additional_bindings are not supported`);
@@ -140,9 +166,28 @@ export function buildRoutes(services: readonly DescService[]): Route[] {
           throw new Error(`${service.typeName}.${method.name}: created_field "${p.createdField}" is not a bool response field`);
         }
       }
+      let stream: StreamSpec | undefined;
+      if (method.methodKind === "server_streaming") {
+        const records = method.output.fields.find((f) => f.name === rule.responseBody);
+        if (records === undefined || records.fieldKind !== "list" || records.listKind !== "message") {
+          throw new Error(`${service.typeName}.${method.name}: a streaming mapping needs a response_body naming a repeated message field`);
+        }
+        if (p.cacheTtlSeconds > 0 || p.createdField !== "") throw new Error(`${service.typeName}.${method.name}: a streaming route cannot be cached or answer 201`);
+        let formatField: DescField | undefined;
+        if (p.streamFormatField !== "") {
+          formatField = method.input.fields.find((f) => f.name === p.streamFormatField);
+          if (formatField === undefined || formatField.fieldKind !== "scalar" || formatField.scalar !== ScalarType.STRING) {
+            throw new Error(`${service.typeName}.${method.name}: stream_format_field "${p.streamFormatField}" is not a string request field`);
+          }
+        }
+        stream = { records, record: records.message, formatField };
+      } else if (p.streamFormatField !== "") {
+        throw new Error(`${service.typeName}.${method.name}: stream_format_field on a unary method`);
+      }
       routes.push({
         service,
         method,
+        stream,
         httpMethod,
         template: path,
         segments: parseTemplate(path, method),

@@ -4,11 +4,18 @@
  * (413 without buffering past the limit), JSON answers even for unparseable requests, and a
  * graceful stop (no new connections, idle keep-alive sockets closed, in-flight requests
  * finished, everything cut after the shutdown timeout).
+ *
+ * Streamed answers (context.ts StreamingBody) are written chunk by chunk: the next chunk is
+ * asked for only once the socket has taken the previous one ('drain'), so a slow client slows
+ * the producer down instead of making anything buffer. A client that goes away aborts the
+ * request's signal and stops the producer; one that stops reading for `stallTimeoutMs` is cut
+ * off. An error after the first chunk cannot change the status any more: the connection is
+ * closed without the final chunk, so the client sees an incomplete body, never a complete-looking one.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { Logger } from "@linquid/mesh";
-import type { Answer, GatewayRequest } from "./context.js";
+import type { Answer, GatewayRequest, StreamingBody } from "./context.js";
 import { HttpError } from "./http-error.js";
 import { errorAnswer } from "./pipeline.js";
 import { requestIdFrom } from "./request-id.js";
@@ -20,6 +27,8 @@ export interface GatewayServerOptions {
   readonly shutdownTimeoutMs: number;
   readonly handle: (req: GatewayRequest) => Promise<Answer>;
   readonly logger: Logger;
+  /** How long a streamed answer waits for a client that reads nothing before cutting it off (default 60 s). */
+  readonly stallTimeoutMs?: number;
 }
 
 export interface GatewayServer {
@@ -59,6 +68,50 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     res.end(answer.body);
   };
 
+  const stallTimeoutMs = options.stallTimeoutMs ?? 60_000;
+
+  /** Resolves once the socket drained, or the response closed or stalled (then destroyed). */
+  const drained = (res: ServerResponse) =>
+    new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        res.off("drain", done);
+        res.off("close", done);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        res.destroy(new Error("client stopped reading"));
+        done();
+      }, stallTimeoutMs);
+      res.once("drain", done);
+      res.once("close", done);
+    });
+
+  const writeStream = async (res: ServerResponse, status: number, stream: StreamingBody, headers: ReadonlyMap<string, string>, close: boolean) => {
+    res.statusCode = status;
+    for (const [k, v] of Object.entries(BASE_HEADERS)) res.setHeader(k, v);
+    for (const [k, v] of headers) res.setHeader(k, v);
+    res.setHeader("content-type", stream.contentType);
+    if (close || draining) res.setHeader("connection", "close");
+    const chunks = stream.chunks;
+    try {
+      res.flushHeaders();
+      for (;;) {
+        const next = await chunks.next();
+        if (next.done === true || res.destroyed) break;
+        if (!res.write(next.value)) await drained(res);
+        if (res.destroyed) break;
+      }
+      if (!res.destroyed) res.end();
+    } catch (err) {
+      // A client that went away cancelled the call: nothing failed.
+      if (!res.destroyed) logger.error("streamed answer failed", { requestId: headers.get("x-request-id"), error: err instanceof Error ? err.message : String(err) });
+      res.destroy();
+    } finally {
+      await chunks.return(undefined).catch(() => undefined);
+    }
+  };
+
   const discardRest = (req: IncomingMessage) => {
     let discarded = 0;
     req.removeAllListeners("data");
@@ -78,6 +131,10 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     });
     const responseHeaders = new Map<string, string>();
     let close = false;
+    const gone = new AbortController();
+    res.once("close", () => {
+      if (!res.writableFinished) gone.abort();
+    });
     try {
       const url = req.url ?? "";
       const q = url.indexOf("?");
@@ -129,8 +186,14 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
         headers: req.headers,
         readBody,
         responseHeaders,
+        signal: gone.signal,
       };
       const answer = await options.handle(gatewayRequest);
+      if (answer.stream !== undefined) {
+        if (res.destroyed) await answer.stream.chunks.return(undefined);
+        else await writeStream(res, answer.status, answer.stream, responseHeaders, close || gatewayRequest.closeConnection === true);
+        return;
+      }
       write(res, answer, responseHeaders, close || gatewayRequest.closeConnection === true);
     } catch (err) {
       // The pipeline never throws; this guards the glue above.

@@ -3,12 +3,14 @@
  *
  * Request: path variables, then the JSON body (`body: "*"`: every request field except path
  * variables, `workspace_id` and `update_mask`), then — for fields the body does not carry —
- * the query string. `workspace_id` always comes from the principal; `update_mask` (when the
+ * the query string: scalars and lists by name, and map fields with string keys as
+ * `name[key]=value` (as grpc-gateway reads them), each key at most once. `workspace_id` always comes from the principal; `update_mask` (when the
  * request has one) lists the JSON names of the body keys present, so `null` means "clear".
  *
  * Response: the `response_body` field (or the whole message) as REST JSON: int64 as numbers,
  * every declared field present (unset → null, repeated → [], map → {}), well-known types in
- * their protobuf JSON form (timestamps as RFC 3339 UTC strings, Struct as a plain object).
+ * their protobuf JSON form (timestamps as RFC 3339 UTC strings, Struct as a plain object). A
+ * `pagination` field — or the member set of a oneof named `pagination` — goes next to `data`.
  */
 import {
   create,
@@ -143,20 +145,23 @@ export function expectation(field: DescField): string {
         default:
           return "must be an object";
       }
-    case "scalar": {
-      const range = intRange(field.scalar);
-      if (range !== undefined) return `must be an integer between ${range.min} and ${range.max}`;
-      switch (field.scalar) {
-        case ScalarType.STRING:
-          return "must be a string";
-        case ScalarType.BOOL:
-          return "must be true or false";
-        case ScalarType.BYTES:
-          return "must be base64";
-        default:
-          return "must be a number";
-      }
-    }
+    case "scalar":
+      return scalarExpectation(field.scalar);
+  }
+}
+
+function scalarExpectation(scalar: ScalarType): string {
+  const range = intRange(scalar);
+  if (range !== undefined) return `must be an integer between ${range.min} and ${range.max}`;
+  switch (scalar) {
+    case ScalarType.STRING:
+      return "must be a string";
+    case ScalarType.BOOL:
+      return "must be true or false";
+    case ScalarType.BYTES:
+      return "must be base64";
+    default:
+      return "must be a number";
   }
 }
 
@@ -167,7 +172,11 @@ function queryValue(field: DescField, raw: string): JsonValue | undefined {
     return e !== undefined && e.values.some((v) => v.name === raw) ? raw : undefined;
   }
   const scalar = field.fieldKind === "scalar" ? field.scalar : field.fieldKind === "list" && field.listKind === "scalar" ? field.scalar : undefined;
-  if (scalar === undefined) return undefined;
+  return scalar === undefined ? undefined : scalarQueryValue(scalar, raw);
+}
+
+/** Parses one query-string value into the JSON form of a scalar type; undefined when invalid. */
+function scalarQueryValue(scalar: ScalarType, raw: string): JsonValue | undefined {
   const range = intRange(scalar);
   if (range !== undefined) {
     if (!/^-?\d{1,20}$/.test(raw)) return undefined;
@@ -191,10 +200,22 @@ function queryValue(field: DescField, raw: string): JsonValue | undefined {
   }
 }
 
-/** Fields a query parameter may set: scalars, enums and lists of them. */
+/** Fields a query parameter may set: scalars, enums, lists of them, and maps from strings to scalars. */
 function queryBindable(field: DescField): boolean {
-  return field.fieldKind === "scalar" || field.fieldKind === "enum" || (field.fieldKind === "list" && (field.listKind === "scalar" || field.listKind === "enum"));
+  return (
+    field.fieldKind === "scalar" ||
+    field.fieldKind === "enum" ||
+    (field.fieldKind === "list" && (field.listKind === "scalar" || field.listKind === "enum")) ||
+    isStringKeyedScalarMap(field)
+  );
 }
+
+function isStringKeyedScalarMap(field: DescField): field is DescField & { fieldKind: "map"; mapKind: "scalar" } {
+  return field.fieldKind === "map" && field.mapKey === ScalarType.STRING && field.mapKind === "scalar";
+}
+
+/** `name[key]` → [name, key]; the key is everything between the first "[" and the final "]". */
+const MAP_PARAM = /^([^[\]]+)\[(.*)\]$/s;
 
 function fieldIndex(fields: readonly DescField[]): Map<string, DescField> {
   const byName = new Map<string, DescField>();
@@ -272,9 +293,27 @@ export function decodeRequest(
   // Query: unknown names are ignored; known names with bad values are not.
   const byQueryName = fieldIndex(queryFields);
   const seen = new Map<DescField, JsonValue[]>();
+  // Map entries by field; objects without a prototype, so any key ("__proto__") is only a key.
+  const maps = new Map<DescField, Record<string, JsonValue>>();
   for (const [name, raw] of query) {
+    const bracketed = MAP_PARAM.exec(name);
+    const mapField = bracketed === null ? undefined : byQueryName.get(bracketed[1]!);
+    if (mapField !== undefined && isStringKeyedScalarMap(mapField)) {
+      const key = bracketed![2]!;
+      const entries = maps.get(mapField) ?? (Object.create(null) as Record<string, JsonValue>);
+      maps.set(mapField, entries);
+      const value = scalarQueryValue(mapField.scalar, raw);
+      if (value === undefined) issues.push({ field: `${mapField.jsonName}[${key}]`, issue: scalarExpectation(mapField.scalar) });
+      else if (Object.hasOwn(entries, key)) issues.push({ field: `${mapField.jsonName}[${key}]`, issue: "must be given once" });
+      else entries[key] = value;
+      continue;
+    }
     const field = byQueryName.get(name);
     if (field === undefined) continue;
+    if (isStringKeyedScalarMap(field)) {
+      issues.push({ field: field.jsonName, issue: `must be given as ${field.jsonName}[<key>]=<value>` });
+      continue;
+    }
     const value = queryValue(field, raw);
     if (value === undefined) {
       issues.push({ field: field.jsonName, issue: expectation(field).replace("must be an array", "must be a list of values") });
@@ -292,6 +331,11 @@ export function decodeRequest(
     }
     json[field.jsonName] = field.fieldKind === "list" ? values : values[0]!;
     canonical.push([field.jsonName, json[field.jsonName]!]);
+  }
+  for (const [field, entries] of maps) {
+    json[field.jsonName] = entries;
+    const sorted = Object.keys(entries).sort().map((k) => [k, entries[k]!]);
+    canonical.push([field.jsonName, sorted]);
   }
   canonical.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 
@@ -390,21 +434,33 @@ export interface EncodedResponse {
   readonly body: string;
 }
 
+/**
+ * The fields that carry a response's pagination: a field named `pagination`, or the members of
+ * a oneof named `pagination` (one shape per kind of list, e.g. by page or by cursor).
+ */
+function paginationFields(desc: DescMessage): DescField[] {
+  const oneof = desc.oneofs.find((o) => o.name === "pagination");
+  if (oneof !== undefined) return oneof.fields;
+  const field = desc.fields.find((f) => f.name === "pagination");
+  return field === undefined ? [] : [field];
+}
+
 /** The success envelope of an RPC answer: data (the response_body field or the whole message), pagination when the answer has one. */
 export function encodeResponse(route: Route, message: Message): EncodedResponse {
   const desc = route.method.output;
   const json = restJson(desc, message);
-  const pagination = desc.fields.find((f) => f.name === "pagination");
+  const paginations = paginationFields(desc);
+  const pagination = paginations.find((f) => isFieldSet(message, f));
   const paginationJson = pagination === undefined ? undefined : json[pagination.jsonName];
   let data: JsonValue;
   if (route.responseBody === "") {
-    if (pagination !== undefined) delete json[pagination.jsonName];
+    for (const f of paginations) delete json[f.jsonName];
     data = json;
   } else {
     data = json[desc.fields.find((f) => f.name === route.responseBody)!.jsonName] ?? null;
   }
   const envelope: Record<string, JsonValue> = { success: true, data };
-  if (pagination !== undefined && paginationJson !== undefined && route.responseBody !== "pagination" && isFieldSet(message, pagination)) {
+  if (pagination !== undefined && paginationJson !== undefined && pagination.name !== route.responseBody) {
     envelope["pagination"] = paginationJson;
   }
   let status = 200;

@@ -18,6 +18,7 @@ import type { MongoClient } from "mongodb";
 import { ConfigError, type MeshConfig, type PluginName } from "./config.js";
 import { watchDatabase, withDatabaseWatch, type DatabaseWatch } from "./db-watch.js";
 import { inheritDeadlines, withRpcDeadlines } from "./deadline.js";
+import { withStreamCancellation } from "./streams.js";
 import { DataDirInUseError, startFerretDb, startRedisServer, type EmbeddedServer } from "./embedded.js";
 import { fromPeerError, isBrokenConnection } from "./errors.js";
 import { createHealthRegistry } from "./health.js";
@@ -197,7 +198,8 @@ export async function startHost(config: MeshConfig, options: HostOptions = {}): 
     // Every handler runs in the deadline scope of its call (deadline.ts); those of plugins with
     // a database fail fast while it does not answer (db-watch.ts).
     const allRoutes = (router: ConnectRouter) => {
-      const scoped = withRpcDeadlines(router);
+      // Streaming handlers also stop when their call is cancelled (streams.ts).
+      const scoped = withRpcDeadlines(withStreamCancellation(router));
       for (const register of registrations) register(scoped);
     };
     const inProcess = inheritDeadlines(

@@ -12,5 +12,5 @@ export const SAMPLE_REQUESTS = buildRoutes(REST_SERVICES).map((r) => {
     TrackSale: { externalId: "m1", amount: 100, currency: "USD", invoiceId: "inv1" },
     TrackEvent: { externalId: "m1", eventName: "signup" },
   };
-  return { rpc: r.method.name, method: r.httpMethod, path, scope: r.policy.scope, body: bodies[r.method.name] };
+  return { rpc: r.method.name, method: r.httpMethod, path, scope: r.policy.scope, body: bodies[r.method.name], streaming: r.stream !== undefined };
 });

@@ -12,12 +12,15 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file linquid/policy/v1/policy.proto.
  */
 export const file_linquid_policy_v1_policy: GenFile = /*@__PURE__*/
-  fileDesc("Ch5saW5xdWlkL3BvbGljeS92MS9wb2xpY3kucHJvdG8SEWxpbnF1aWQucG9saWN5LnYxIpIBCgtSb3V0ZVBvbGljeRINCgVzY29wZRgBIAEoCRITCgtlbnRpdGxlbWVudBgCIAEoCRIZChFjYWNoZV90dGxfc2Vjb25kcxgDIAEoDRIZChFpbnZhbGlkYXRlc19jYWNoZRgEIAEoCBIVCg1jcmVhdGVkX2ZpZWxkGAUgASgJEhIKCndoZW5fcXVlcnkYBiABKAk6VgoFcm91dGUSHi5nb29nbGUucHJvdG9idWYuTWV0aG9kT3B0aW9ucxi0hwMgASgLMh4ubGlucXVpZC5wb2xpY3kudjEuUm91dGVQb2xpY3lSBXJvdXRlYgZwcm90bzM", [file_google_protobuf_descriptor]);
+  fileDesc("Ch5saW5xdWlkL3BvbGljeS92MS9wb2xpY3kucHJvdG8SEWxpbnF1aWQucG9saWN5LnYxIq8BCgtSb3V0ZVBvbGljeRINCgVzY29wZRgBIAEoCRITCgtlbnRpdGxlbWVudBgCIAEoCRIZChFjYWNoZV90dGxfc2Vjb25kcxgDIAEoDRIZChFpbnZhbGlkYXRlc19jYWNoZRgEIAEoCBIVCg1jcmVhdGVkX2ZpZWxkGAUgASgJEhIKCndoZW5fcXVlcnkYBiABKAkSGwoTc3RyZWFtX2Zvcm1hdF9maWVsZBgHIAEoCTpWCgVyb3V0ZRIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGLSHAyABKAsyHi5saW5xdWlkLnBvbGljeS52MS5Sb3V0ZVBvbGljeVIFcm91dGViBnByb3RvMw", [file_google_protobuf_descriptor]);
 
 /**
  * RoutePolicy is what the gateway enforces for a method that has a REST mapping
  * (google.api.http). The gateway builds its whole routing table from these two
  * options; there is no other list of routes.
+ *
+ * A REST mapping may sit on a unary or a server-streaming method (see
+ * stream_format_field).
  *
  * Conventions every REST-mapped request follows:
  * - `workspace_id` is filled by the gateway from the API key's workspace and is
@@ -70,6 +73,18 @@ export type RoutePolicy = Message<"linquid.policy.v1.RoutePolicy"> & {
    * @generated from field: string when_query = 6;
    */
   whenQuery: string;
+
+  /**
+   * Server-streaming methods only. Their REST answer is one streamed body: the
+   * records are the elements of each response message's `response_body` field
+   * (a repeated message field), written as NDJSON (one record per line, in the
+   * REST JSON form) or as CSV (a header row, then one row per record). This names
+   * the request field (a string) whose value picks the format: "ndjson" (also
+   * when unset) or "csv"; empty = always NDJSON.
+   *
+   * @generated from field: string stream_format_field = 7;
+   */
+  streamFormatField: string;
 };
 
 /**
