@@ -8,6 +8,8 @@
  * language, and `search` holds lowercased copies of externalId, email and name for literal
  * substring search. `deletedAt` is null while the customer is live. `rev` counts writes to the
  * record (the condition of every read-modify-write); `stats`/`statsVersion` belong to analytics.
+ * The metadata index (metadata-index.ts) and the live-customer counter (customer-counts.ts)
+ * follow these documents in collections of their own.
  */
 import type { JsonObject } from "@bufbuild/protobuf";
 import { foldCase, literalPattern, searchTerms } from "./search.js";
@@ -45,6 +47,11 @@ export interface CustomerDoc {
   rev: number;
   /** Set on the deleted records that fence off a crashed or late insert (identity-keys.ts). */
   tombstone?: true;
+  /**
+   * True once the metadata index holds the entries of this customer's metadata
+   * (metadata-index.ts); absent on customers written before the index, until a backfill.
+   */
+  metadataIndexed?: true;
 }
 
 export const EMPTY_STATS: StatsDoc = { leads: 0, sales: 0, revenue: 0, currency: null, firstSeenAt: null, lastSeenAt: null };
@@ -87,6 +94,8 @@ export function newCustomerDoc(id: string, workspaceId: string, externalId: stri
     stats: { ...EMPTY_STATS },
     statsVersion: null,
     rev: 0,
+    // With metadata, the writer adds its index entries first and then sets the flag.
+    ...(patch.metadata == null ? { metadataIndexed: true as const } : {}),
   };
   doc.search = searchTerms(doc);
   return doc;
@@ -94,16 +103,16 @@ export function newCustomerDoc(id: string, workspaceId: string, externalId: stri
 
 /** A deleted record under `customerId` whose only purpose is to make a late insert of that id fail. */
 export function tombstoneDoc(customerId: string, workspaceId: string, now: Date): CustomerDoc {
-  return { ...newCustomerDoc(customerId, workspaceId, "", {}, now), externalId: null, search: [], deletedAt: now, tombstone: true };
+  return { ...newCustomerDoc(customerId, workspaceId, "", {}, now), externalId: null, search: [], deletedAt: now, tombstone: true, metadataIndexed: true };
 }
 
 /** The `$set` of a soft delete: the record stays, its PII and search copies go. */
 export function deletedFields(now: Date): Partial<CustomerDoc> {
-  return { deletedAt: now, updatedAt: now, externalId: null, email: null, name: null, avatar: null, metadataJson: null, search: [] };
+  return { deletedAt: now, updatedAt: now, externalId: null, email: null, name: null, avatar: null, metadataJson: null, search: [], metadataIndexed: true };
 }
 
 /** The metadata object of a document (null when none). */
-export function metadataOf(doc: CustomerDoc): JsonObject | null {
+export function metadataOf(doc: Pick<CustomerDoc, "metadataJson">): JsonObject | null {
   return doc.metadataJson === null ? null : (JSON.parse(doc.metadataJson) as JsonObject);
 }
 
@@ -127,6 +136,8 @@ export function changes(cur: CustomerDoc, patch: CustomerPatch, mode: MergeMode)
   }
   if (patch.metadata !== undefined) put("metadataJson", patch.metadata === null ? null : JSON.stringify(patch.metadata));
   if (Object.keys(set).length === 0) return null;
+  // The writer of new metadata keeps the index in step (customers-repository.ts).
+  if (set.metadataJson !== undefined) set.metadataIndexed = true;
   const search = searchTerms(next);
   if (search.join("\u0000") !== cur.search.join("\u0000")) set.search = search;
   return set;

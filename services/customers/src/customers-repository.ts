@@ -7,15 +7,24 @@
  * Nothing here holds a lock: every read-modify-write of a customer is one update conditional on
  * the `rev` it read, retried (re-read) when another writer got there first, so any number of
  * replicas may write the same customers.
+ *
+ * Writes also keep the live-customer counter (customer-counts.ts: announce, write, settle) and
+ * the metadata index (metadata-index.ts: entries of new metadata before the write, the sync
+ * after it, under a `metadata` follow-up marker). Reads of lists, counts and exports are in
+ * customer-reads.ts.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { dbCall, ensureIndexes, insertIfAbsent, insertManyNew, newId, pauseBeforeRetry } from "@linquid/mesh";
-import type { Collection, Db, UpdateFilter } from "mongodb";
-import { changes, deletedFields, isLiveIn, liveFilter, newCustomerDoc, type CustomerDoc, type MergeMode, type StatsDoc } from "./customer-doc.js";
+import { dbCall, ensureIndexes, insertIfAbsent, insertManyNew, newId, pauseBeforeRetry, type Logger } from "@linquid/mesh";
+import type { Collection, Db, Filter, UpdateFilter } from "mongodb";
+import { CustomerCounts } from "./customer-counts.js";
+import { changes, deletedFields, isLiveIn, newCustomerDoc, type CustomerDoc, type MergeMode, type StatsDoc } from "./customer-doc.js";
+import { CustomerReads, type ListPage, type PageStart } from "./customer-reads.js";
+import type { CustomerFilters } from "./filters.js";
 import { FollowUpMarkers } from "./follow-up-markers.js";
 import { identityKeyId } from "./identity.js";
 import { CONTENDED, IdentityKeys, newToken, type KeyDoc } from "./identity-keys.js";
-import type { CustomerPatch, ListQuery } from "./validation.js";
+import { metadataEntries, MetadataIndex } from "./metadata-index.js";
+import type { CustomerPatch, SortOrder } from "./validation.js";
 
 export type StatsResult = "applied" | "stale" | "not_found";
 
@@ -35,8 +44,12 @@ export interface CustomersRepository {
   update(workspaceId: string, customerId: string, patch: CustomerPatch): Promise<CustomerDoc | null>;
   /** Marks a live customer deleted, scrubs its PII and frees its externalId; null when not live. */
   softDelete(workspaceId: string, customerId: string): Promise<CustomerDoc | null>;
-  list(workspaceId: string, query: ListQuery): Promise<{ docs: CustomerDoc[]; total: number }>;
-  count(workspaceId: string, search: string | undefined): Promise<number>;
+  /** At most `limit` live customers matching `filters` in `order`, from `start`; hasMore when more follow. */
+  page(workspaceId: string, filters: CustomerFilters, order: SortOrder, start: PageStart, limit: number): Promise<ListPage>;
+  /** Live customers matching `filters`. */
+  count(workspaceId: string, filters: CustomerFilters): Promise<number>;
+  /** Every live customer matching `filters`, oldest first, a batch at a time, each read when asked for. */
+  walk(workspaceId: string, filters: CustomerFilters): AsyncGenerator<CustomerDoc[]>;
   setStats(workspaceId: string, customerId: string, stats: StatsDoc, version: number): Promise<StatsResult>;
 }
 
@@ -47,19 +60,30 @@ export interface RepositoryOptions {
   contentionTimeoutMs?: number;
   /** How long after a write its follow-up becomes the sweepers' (follow-up-markers.ts). */
   followUpFirstDueMs?: number;
+  logger?: Logger;
 }
 
 export class MongoCustomersRepository implements CustomersRepository {
   readonly customers: Collection<CustomerDoc>;
   readonly identity: IdentityKeys;
   readonly followUps: FollowUpMarkers;
+  readonly counts: CustomerCounts;
+  readonly metadata: MetadataIndex;
+  readonly reads: CustomerReads;
   private readonly contentionTimeoutMs: number;
+  private readonly logger: Logger | undefined;
+  /** Whether the metadata index covers every customer (see backfillMetadata). */
+  private metadataReady = false;
 
   constructor(db: Db, options: RepositoryOptions = {}) {
     this.customers = db.collection<CustomerDoc>("customers");
     this.identity = new IdentityKeys(db, this.customers, options.keyGraceMs ?? 3000);
     this.followUps = new FollowUpMarkers(db, options.followUpFirstDueMs === undefined ? {} : { firstDueMs: options.followUpFirstDueMs });
     this.contentionTimeoutMs = options.contentionTimeoutMs ?? 15_000;
+    this.logger = options.logger;
+    this.counts = new CustomerCounts(db, this.customers, this.logger);
+    this.metadata = new MetadataIndex(db);
+    this.reads = new CustomerReads(this.customers, this.metadata, this.counts, () => this.metadataReady);
   }
 
   /** The identity keys (`customer_keys`). */
@@ -67,12 +91,50 @@ export class MongoCustomersRepository implements CustomersRepository {
     return this.identity.keys;
   }
 
-  /** The indexes MongoDB needs for each query shape. */
+  /**
+   * The indexes each query shape needs, on MongoDB and the embedded database alike (customer-
+   * reads.ts). `deletedAt` comes last: an equality on null pins only its type bracket on the
+   * embedded database, so an index with it before `createdAt` could not give lists their order.
+   */
   async ensureIndexes(): Promise<void> {
-    // list/count/search of live customers, either sort order (walked backwards for desc)
-    await ensureIndexes(this.customers, [{ key: { workspaceId: 1, deletedAt: 1, createdAt: 1, _id: 1 }, name: "workspace_live_created" }]);
+    await ensureIndexes(this.customers, [
+      // lists, counts, searches, cursors and exports of a workspace, either order; creation-time bounds
+      { key: { workspaceId: 1, createdAt: 1, _id: 1, deletedAt: 1 }, name: "workspace_created" },
+      // the same with a country
+      { key: { workspaceId: 1, country: 1, createdAt: 1, _id: 1, deletedAt: 1 }, name: "workspace_country_created" },
+      // customers the metadata index does not cover yet (the backfill)
+      { key: { metadataIndexed: 1 }, name: "metadata_indexed" },
+    ]);
+    // The index of earlier versions: on the embedded database it would win over
+    // workspace_created and make every page sort the whole workspace.
+    await dbCall("customers", "dropIndexes", (o) => this.customers.dropIndex("workspace_live_created", o)).catch(() => undefined);
     await this.identity.ensureIndexes();
     await this.followUps.ensureIndexes();
+    await this.metadata.ensureIndexes();
+  }
+
+  /**
+   * Gives customers written before the metadata index (or behind the service's back) their
+   * entries, a batch at a time, each flagged with a write conditional on the `rev` read (a
+   * customer written meanwhile is synced from its new state instead). Returns how many it
+   * flagged; metadata filters read the index once a pass finds nothing left.
+   */
+  async backfillMetadata(batch = 200): Promise<number> {
+    let done = 0;
+    for (;;) {
+      const docs = await dbCall("customers", "find", (o) => this.customers.find({ metadataIndexed: null } as unknown as Filter<CustomerDoc>, o).limit(batch).toArray());
+      if (docs.length === 0) {
+        this.metadataReady = true;
+        return done;
+      }
+      this.metadataReady = false;
+      await this.metadata.add(docs.flatMap((d) => metadataEntries(d)));
+      for (const d of docs) {
+        const res = await dbCall("customers", "updateOne", (o) => this.customers.updateOne({ _id: d._id, rev: d.rev, metadataIndexed: null } as unknown as Filter<CustomerDoc>, { $set: { metadataIndexed: true } }, o));
+        if (res.matchedCount > 0) done++;
+        else await this.metadata.sync(d._id, await this.findById(d._id));
+      }
+    }
   }
 
   /** A customer in whatever state (live, deleted, tombstone), or null. */
@@ -109,7 +171,8 @@ export class MongoCustomersRepository implements CustomersRepository {
         // by analytics for an event it is storing.
         if (mode === "overwrite") await this.followUps.mark("register", workspaceId, id);
         const doc = newCustomerDoc(id, workspaceId, externalId, patch, new Date());
-        if (await insertIfAbsent(this.customers, doc)) return { doc, created: true };
+        const created = await this.insertCounted(doc);
+        if (created) return { doc, created: true };
         // Otherwise the id was poisoned by a writer that took the key over; start again.
       }
       await pauseBeforeRetry(attempt, deadline, CONTENDED);
@@ -147,7 +210,9 @@ export class MongoCustomersRepository implements CustomersRepository {
       const claimed = claims.filter((c) => !takenKeys.has(c.key._id));
       slow.push(...claims.filter((c) => takenKeys.has(c.key._id)).map((c) => c.i));
       const docs = claimed.map((c) => newCustomerDoc(c.key.customerId, workspaceId, items[c.i]!.externalId, items[c.i]!.patch, now));
+      await this.counts.begin(workspaceId, docs.length);
       const takenIds = await insertManyNew(this.customers, docs);
+      await this.counts.settle(workspaceId, docs.length, docs.length - takenIds.size);
       claimed.forEach((c, k) => {
         if (takenIds.has(docs[k]!._id)) slow.push(c.i); // poisoned meanwhile: start again
         else out[c.i] = { doc: docs[k]!, created: true };
@@ -196,36 +261,31 @@ export class MongoCustomersRepository implements CustomersRepository {
       // off by bumping the rev (follow-ups.ts).
       await this.followUps.mark("scrub", workspaceId, customerId);
       const now = new Date();
+      await this.counts.begin(workspaceId, 1);
       const before = await dbCall("customers", "findOneAndUpdate", (o) =>
         this.customers.findOneAndUpdate({ _id: customerId, rev: cur.rev, deletedAt: null }, { $set: deletedFields(now), $inc: { rev: 1 } }, { ...o, returnDocument: "before" }),
       );
+      await this.counts.settle(workspaceId, 1, before === null ? 0 : -1);
       if (before !== null) {
         if (before.externalId !== null) await this.identity.releaseOfDeleted(identityKeyId(workspaceId, before.externalId), customerId);
+        // The scrub follow-up repeats this after a crash (follow-ups.ts).
+        await this.metadata.sync(customerId, null);
         return before;
       }
       await pauseBeforeRetry(attempt, deadline, CONTENDED);
     }
   }
 
-  async list(workspaceId: string, query: ListQuery): Promise<{ docs: CustomerDoc[]; total: number }> {
-    const filter = liveFilter(workspaceId, query.search);
-    const dir = query.sortOrder === "asc" ? 1 : -1;
-    const [docs, total] = await Promise.all([
-      dbCall("customers", "find", (o) =>
-        this.customers
-          .find(filter, o)
-          .sort({ createdAt: dir, _id: dir })
-          .skip((query.page - 1) * query.limit)
-          .limit(query.limit)
-          .toArray(),
-      ),
-      this.count(workspaceId, query.search),
-    ]);
-    return { docs, total };
+  page(workspaceId: string, filters: CustomerFilters, order: SortOrder, start: PageStart, limit: number): Promise<ListPage> {
+    return this.reads.page(workspaceId, filters, order, start, limit);
   }
 
-  count(workspaceId: string, search: string | undefined): Promise<number> {
-    return dbCall("customers", "countDocuments", (o) => this.customers.countDocuments(liveFilter(workspaceId, search), o));
+  count(workspaceId: string, filters: CustomerFilters): Promise<number> {
+    return this.reads.count(workspaceId, filters);
+  }
+
+  walk(workspaceId: string, filters: CustomerFilters): AsyncGenerator<CustomerDoc[]> {
+    return this.reads.walk(workspaceId, filters);
   }
 
   async setStats(workspaceId: string, customerId: string, stats: StatsDoc, version: number): Promise<StatsResult> {
@@ -246,15 +306,60 @@ export class MongoCustomersRepository implements CustomersRepository {
     return res.matchedCount > 0;
   }
 
-  /** Applies `set` if the record is still at the revision it was read at. */
-  private updateAtRev(cur: CustomerDoc, set: Partial<CustomerDoc>): Promise<CustomerDoc | null> {
-    return dbCall("customers", "findOneAndUpdate", (o) =>
-      this.customers.findOneAndUpdate(
-        { _id: cur._id, rev: cur.rev, deletedAt: null },
-        { $set: { ...set, updatedAt: new Date() }, $inc: { rev: 1 } } as UpdateFilter<CustomerDoc>,
-        { ...o, returnDocument: "after" },
-      ),
-    );
+  /**
+   * Applies `set` if the record is still at the revision it was read at. New metadata gets its
+   * index entries first and the sync after, under a `metadata` marker (metadata-index.ts).
+   */
+  private async updateAtRev(cur: CustomerDoc, set: Partial<CustomerDoc>): Promise<CustomerDoc | null> {
+    const write = () =>
+      dbCall("customers", "findOneAndUpdate", (o) =>
+        this.customers.findOneAndUpdate(
+          { _id: cur._id, rev: cur.rev, deletedAt: null },
+          { $set: { ...set, updatedAt: new Date() }, $inc: { rev: 1 } } as UpdateFilter<CustomerDoc>,
+          { ...o, returnDocument: "after" },
+        ),
+      );
+    if (set.metadataJson === undefined) return write();
+    const token = await this.followUps.mark("metadata", cur.workspaceId, cur._id);
+    await this.metadata.add(metadataEntries({ ...cur, metadataJson: set.metadataJson }));
+    const updated = await write();
+    await this.syncMetadata(cur.workspaceId, cur._id, token);
+    return updated;
+  }
+
+  /**
+   * Inserts a new customer, announced to the counter; with metadata, its index entries go
+   * first. False when the id exists (poisoned).
+   */
+  private async insertCounted(doc: CustomerDoc): Promise<boolean> {
+    const entries = metadataEntries(doc);
+    let token: string | undefined;
+    if (doc.metadataJson !== null) {
+      token = await this.followUps.mark("metadata", doc.workspaceId, doc._id);
+      await this.metadata.add(entries);
+      doc.metadataIndexed = true;
+    }
+    await this.counts.begin(doc.workspaceId, 1);
+    const inserted = await insertIfAbsent(this.customers, doc);
+    await this.counts.settle(doc.workspaceId, 1, inserted ? 1 : 0);
+    if (token !== undefined) {
+      if (inserted) await this.followUps.remove("metadata", doc._id, token);
+      else await this.syncMetadata(doc.workspaceId, doc._id, token);
+    }
+    return inserted;
+  }
+
+  /**
+   * Syncs a customer's metadata index entries with its stored state and removes the marker
+   * (if still the caller's). A failure leaves the marker to the sweeper and is not the write's.
+   */
+  async syncMetadata(workspaceId: string, customerId: string, token: string | undefined): Promise<void> {
+    try {
+      await this.metadata.sync(customerId, await this.findById(customerId));
+      await this.followUps.remove("metadata", customerId, token);
+    } catch (err) {
+      this.logger?.warn("metadata index sync pending; the sweeper will finish it", { workspaceId, customerId, error: err instanceof Error ? err.message : String(err) });
+    }
   }
 }
 

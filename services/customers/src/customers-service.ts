@@ -8,13 +8,15 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import {
   CustomerSchema,
   CustomerStatsSchema,
-  PaginationSchema,
+  ListCustomersResponse_CursorPaginationSchema,
+  ListCustomersResponse_PagePaginationSchema,
   type CountCustomersRequest,
   type CreateCustomerRequest,
   type Customer,
   type CustomersService,
   type CustomerStats,
   type DeleteCustomerRequest,
+  type ExportCustomersRequest,
   type GetCustomerRequest,
   type ListCustomersRequest,
   type SetCustomerStatsRequest,
@@ -23,10 +25,12 @@ import {
   type BadRequest,
   type UpdateCustomerRequest,
 } from "@linquid/contracts";
-import { badRequest, Violations } from "@linquid/mesh";
+import { badRequest, invalidArgument, Violations } from "@linquid/mesh";
 import { parseCustomerRef } from "./identity.js";
 import { metadataOf, type CustomerDoc, type StatsDoc } from "./customer-doc.js";
+import type { CursorCodec, CursorScope } from "./cursor.js";
 import type { CustomersRepository } from "./customers-repository.js";
+import { canonicalFilters, checkFilters } from "./filters.js";
 import type { Retrier } from "./retry-sweeper.js";
 import {
   checkExternalId,
@@ -34,7 +38,6 @@ import {
   checkListQuery,
   checkMetadata,
   checkOptionalFields,
-  checkSearch,
   checkWorkspaceId,
   maskFields,
   type CustomerPatch,
@@ -43,6 +46,9 @@ import {
 /** StitchCustomers items per call. */
 export const MAX_STITCH_ITEMS = 1000;
 
+/** Formats of ExportCustomers (written by the gateway). */
+const EXPORT_FORMATS = new Set(["ndjson", "csv"]);
+
 const notFound = () => new ConnectError("customer not found", Code.NotFound);
 
 export class CustomersHandler implements ServiceImpl<typeof CustomersService> {
@@ -50,27 +56,79 @@ export class CustomersHandler implements ServiceImpl<typeof CustomersService> {
     private readonly repo: CustomersRepository,
     /** Follow-ups in the analytics service: scrubbing a deleted customer, recording a created one. */
     private readonly followUps: { scrub: Retrier; register: Retrier },
+    /** Signs and checks list cursors. */
+    private readonly cursors: CursorCodec,
   ) {}
 
   async listCustomers(req: ListCustomersRequest) {
     const v = new Violations();
     checkWorkspaceId(v, req.workspaceId);
     const query = checkListQuery(v, req);
+    const filters = checkFilters(v, req);
+    if (req.cursor !== undefined && req.page !== undefined) v.add("page", "is not allowed with cursor");
     v.throwIfAny();
-    const { docs, total } = await this.repo.list(req.workspaceId, query);
-    const totalPages = Math.ceil(total / query.limit);
+    const scope: CursorScope = { workspaceId: req.workspaceId, sortOrder: query.sortOrder, filters: canonicalFilters(filters) };
+    const { limit, sortOrder } = query;
+    const nextCursor = (docs: CustomerDoc[], hasMore: boolean, span: number) => {
+      const last = docs[docs.length - 1];
+      return hasMore && last !== undefined ? { nextCursor: this.cursors.encode({ t: last.createdAt.getTime(), id: last._id, span }, scope) } : {};
+    };
+
+    if (req.cursor !== undefined) {
+      const from = this.cursors.decode(req.cursor, scope);
+      if (from === null) {
+        throw invalidArgument([{ field: "cursor", issue: "is not a cursor of this list: malformed or altered, or made for another workspace, sort order or filters" }]);
+      }
+      const page = await this.repo.page(req.workspaceId, filters, sortOrder, { from }, limit);
+      return {
+        customers: page.docs.map(toCustomer),
+        pagination: {
+          case: "cursor" as const,
+          value: create(ListCustomersResponse_CursorPaginationSchema, { limit, hasMore: page.hasMore, ...nextCursor(page.docs, page.hasMore, page.spanMs) }),
+        },
+      };
+    }
+
+    const pageNo = query.page ?? 1;
+    const [page, total] = await Promise.all([this.repo.page(req.workspaceId, filters, sortOrder, { skip: (pageNo - 1) * limit }, limit), this.repo.count(req.workspaceId, filters)]);
     return {
-      customers: docs.map(toCustomer),
-      pagination: create(PaginationSchema, { page: query.page, limit: query.limit, total: BigInt(total), totalPages, hasMore: query.page < totalPages }),
+      customers: page.docs.map(toCustomer),
+      pagination: {
+        case: "page" as const,
+        value: create(ListCustomersResponse_PagePaginationSchema, {
+          page: pageNo,
+          limit,
+          total: BigInt(total),
+          totalPages: Math.ceil(total / limit),
+          hasMore: page.hasMore,
+          ...nextCursor(page.docs, page.hasMore, page.spanMs),
+        }),
+      },
     };
   }
 
   async countCustomers(req: CountCustomersRequest) {
     const v = new Violations();
     checkWorkspaceId(v, req.workspaceId);
-    const search = checkSearch(v, req.search);
+    const filters = checkFilters(v, req);
     v.throwIfAny();
-    return { count: BigInt(await this.repo.count(req.workspaceId, search)) };
+    return { count: BigInt(await this.repo.count(req.workspaceId, filters)) };
+  }
+
+  /**
+   * Every live customer matching the filters, oldest first. Each batch is read from the
+   * database when the caller asks for it, so the walk goes at the caller's pace and stops
+   * when the caller goes away (the stream is cancelled and this generator returns).
+   */
+  async *exportCustomers(req: ExportCustomersRequest) {
+    const v = new Violations();
+    checkWorkspaceId(v, req.workspaceId);
+    const filters = checkFilters(v, req);
+    if (req.format !== undefined && !EXPORT_FORMATS.has(req.format)) v.add("format", "must be ndjson or csv");
+    v.throwIfAny();
+    for await (const batch of this.repo.walk(req.workspaceId, filters)) {
+      if (batch.length > 0) yield { customers: batch.map(toCustomer) };
+    }
   }
 
   async getCustomer(req: GetCustomerRequest) {

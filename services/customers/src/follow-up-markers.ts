@@ -1,6 +1,7 @@
 /**
- * Markers of the follow-ups a customer write owes the analytics service (follow-ups.ts): the
- * scrub of a deleted customer's PII, the registration of a created customer's creation time.
+ * Markers of the follow-ups a customer write owes (follow-ups.ts): the scrub of a deleted
+ * customer's PII and the registration of a created customer's creation time in the analytics
+ * service, and the sync of a customer's metadata index entries (metadata-index.ts).
  *
  * `customer_follow_ups`: `_id` = `${kind}:${customerId}` → `{kind, workspaceId, customerId,
  * token, due}`. The write that owes a follow-up records its marker BEFORE the customer write
@@ -18,7 +19,7 @@ import { dbCall, ensureIndexes } from "@linquid/mesh";
 import type { Collection, Db } from "mongodb";
 import { newToken } from "./identity-keys.js";
 
-export type FollowUpKind = "scrub" | "register";
+export type FollowUpKind = "scrub" | "register" | "metadata";
 
 export interface FollowUpDoc {
   _id: string;
@@ -48,12 +49,14 @@ export class FollowUpMarkers {
     return ensureIndexes(this.markers, [{ key: { kind: 1, due: 1 }, name: "kind_due" }]);
   }
 
-  /** Records (or refreshes, with a new token) the marker of a follow-up about to be owed. */
-  async mark(kind: FollowUpKind, workspaceId: string, customerId: string): Promise<void> {
+  /** Records (or refreshes, with a new token) the marker of a follow-up about to be owed; returns its token. */
+  async mark(kind: FollowUpKind, workspaceId: string, customerId: string): Promise<string> {
     const due = new Date(Date.now() + this.firstDueMs);
+    const token = newToken();
     await dbCall("customer_follow_ups", "updateOne", (o) =>
-      this.markers.updateOne({ _id: `${kind}:${customerId}` }, { $set: { kind, workspaceId, customerId, token: newToken(), due } }, { ...o, upsert: true }),
+      this.markers.updateOne({ _id: `${kind}:${customerId}` }, { $set: { kind, workspaceId, customerId, token, due } }, { ...o, upsert: true }),
     );
+    return token;
   }
 
   /** Up to `limit` markers of `kind` that are due, oldest first. */

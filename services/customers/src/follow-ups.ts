@@ -1,12 +1,14 @@
 /**
- * What the follow-ups of a customer write do in the analytics service, one customer at a time.
- * Both are idempotent, and both look at the customer first: the marker is written before the
- * customer write (follow-up-markers.ts), so it may belong to a write that has not happened —
- * still in flight, or lost with a crashed process. A sweeper removes such a marker only after
- * fencing that write off for good, so the write can never land without its marker:
+ * What the follow-ups of a customer write do, one customer at a time: in the analytics service
+ * (scrub, register) and in the metadata index (metadata). All are idempotent, and all look at
+ * the customer first: the marker is written before the customer write (follow-up-markers.ts),
+ * so it may belong to a write that has not happened — still in flight, or lost with a crashed
+ * process. A sweeper removes such a marker only after fencing that write off for good, so the
+ * write can never land without its marker:
  *
  * - scrub: the customer is deleted → ScrubCustomer in analytics, then every identity key still
- *   pointing at it (their `_id`s hold its external ids; a crash may leave one), then the marker.
+ *   pointing at it (their `_id`s hold its external ids; a crash may leave one) and its metadata
+ *   index entries, then the marker.
  *   Still live → the delete has not happened: bump the customer's rev (the delete's update is
  *   conditional on the rev it read, so a late one fails and its writer re-reads, re-marking
  *   with a new token) and remove the marker if its token is the one leased.
@@ -14,6 +16,10 @@
  *   A tombstone → the create's id was poisoned and it retried under another: remove the marker.
  *   Missing → the insert has not happened: poison the id (a late insert then fails and its
  *   writer retries under a new id, with a new marker) and remove the marker.
+ * - metadata: a write of new metadata added index entries before writing the customer and
+ *   syncs them after. A sweeper's marker may belong to a write still in flight: fence it off
+ *   (bump a live customer's rev, poison a missing id), then sync the entries with what is
+ *   stored and remove the marker.
  */
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Client } from "@connectrpc/connect";
@@ -52,6 +58,7 @@ export function createScrubFollowUp(repo: MongoCustomersRepository, analytics: A
       if (customer !== null) {
         await analytics().scrubCustomer({ workspaceId, customerId }, { timeoutMs });
         await repo.identity.removeAllOf(customerId);
+        await repo.metadata.sync(customerId, null);
       }
       await markers.remove({ workspaceId, customerId });
     },
@@ -77,6 +84,30 @@ export function createRegisterFollowUp(repo: MongoCustomersRepository, analytics
         await analytics().registerCustomer({ workspaceId, customerId, createdAt: timestampFromDate(customer.createdAt) }, { timeoutMs });
       }
       await markers.remove({ workspaceId, customerId });
+    },
+  };
+}
+
+/** Brings a customer's metadata index entries in line with its stored metadata. */
+export function createMetadataFollowUp(repo: MongoCustomersRepository): FollowUp {
+  const markers = markersOf(repo, "metadata");
+  return {
+    name: "metadata index sync",
+    findDue: markers.findDue,
+    lease: markers.lease,
+    async run(target) {
+      const { customerId, workspaceId } = target;
+      if ("token" in target) {
+        // The write this marker belongs to may still land: fence it off first.
+        const customer = await repo.findById(customerId);
+        if (customer === null) {
+          if (!(await repo.identity.poison(customerId, workspaceId))) return; // inserted meanwhile: next time
+        } else if (customer.deletedAt === null && !(await repo.fence(customer))) {
+          return; // written meanwhile: next time
+        }
+      }
+      await repo.metadata.sync(customerId, await repo.findById(customerId));
+      await markers.remove(target);
     },
   };
 }

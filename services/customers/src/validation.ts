@@ -156,11 +156,10 @@ export function maskFields(v: Violations, paths: readonly string[]): Set<Writabl
 export type SortOrder = "asc" | "desc";
 
 export interface ListQuery {
-  page: number;
+  /** Undefined when not given (1 in page mode). */
+  page: number | undefined;
   limit: number;
   sortOrder: SortOrder;
-  /** Undefined = no search. */
-  search: string | undefined;
 }
 
 /** Checks a search term: at most 255 characters, no control characters; "" means none. */
@@ -171,16 +170,15 @@ export function checkSearch(v: Violations, search: string | undefined): string |
   return search;
 }
 
-/** Checks list parameters and fills in the defaults. */
-export function checkListQuery(v: Violations, req: { page?: number | undefined; limit?: number | undefined; sortOrder?: string | undefined; search?: string | undefined }): ListQuery {
-  const page = req.page ?? 1;
-  if (!Number.isInteger(page) || page < 1) v.add("page", "must be an integer >= 1");
+/** Checks the paging parameters of a list and fills in the defaults (filters: filters.ts). */
+export function checkListQuery(v: Violations, req: { page?: number | undefined; limit?: number | undefined; sortOrder?: string | undefined }): ListQuery {
+  const page = req.page;
+  if (page !== undefined && (!Number.isInteger(page) || page < 1)) v.add("page", "must be an integer >= 1");
   const limit = req.limit ?? LIMITS.pageSizeDefault;
   if (!Number.isInteger(limit) || limit < 1 || limit > LIMITS.pageSizeMax) v.add("limit", `must be an integer from 1 to ${LIMITS.pageSizeMax}`);
   const sortOrder = req.sortOrder ?? "desc";
   if (sortOrder !== "asc" && sortOrder !== "desc") v.add("sortOrder", "must be asc or desc");
-  const search = checkSearch(v, req.search);
-  return { page, limit, sortOrder: sortOrder as SortOrder, search };
+  return { page, limit, sortOrder: sortOrder as SortOrder };
 }
 
 /** Checks the workspace id every request carries (the gateway fills it from the API key). */

@@ -50,6 +50,11 @@ export interface MeshConfig {
   readonly logLevel: "debug" | "info" | "warn" | "error";
   /** OTLP endpoint; unset = no export (OTEL_EXPORTER_OTLP_ENDPOINT). */
   readonly otlpEndpoint: string | undefined;
+  /**
+   * Key that signs list cursors (CURSOR_SECRET, at least 32 characters); unset = a key the
+   * customers plugin generates once and keeps in its database, shared by its replicas.
+   */
+  readonly cursorSecret: string | undefined;
 }
 
 /** A configuration value that cannot be used; `message` is one line naming the variable. */
@@ -127,6 +132,8 @@ export function loadConfig(env: Env = process.env): MeshConfig {
     throw new ConfigError(`LOG_LEVEL: expected debug, info, warn or error, got "${logLevel}"`);
   }
   const cacheTtlRaw = env["CACHE_TTL_SECONDS"];
+  const cursorSecret = env["CURSOR_SECRET"];
+  if (cursorSecret !== undefined && cursorSecret !== "" && cursorSecret.length < 32) throw new ConfigError("CURSOR_SECRET: must be at least 32 characters");
 
   return {
     plugins,
@@ -153,5 +160,6 @@ export function loadConfig(env: Env = process.env): MeshConfig {
     shutdownTimeoutMs: int(env, "SHUTDOWN_TIMEOUT_MS", 8000, 100, 60_000),
     logLevel: logLevel as MeshConfig["logLevel"],
     otlpEndpoint: url(env, "OTEL_EXPORTER_OTLP_ENDPOINT", ["http:", "https:"]),
+    cursorSecret: cursorSecret === undefined || cursorSecret === "" ? undefined : cursorSecret,
   };
 }

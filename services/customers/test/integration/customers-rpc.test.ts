@@ -52,7 +52,7 @@ describe("CustomersService over gRPC", () => {
     expect((await c.countCustomers({ workspaceId: ws, search: "crud-" })).count).toBe(1n);
     const listed = await c.listCustomers({ workspaceId: ws, search: "ANN@NEW" });
     expect(listed.customers.map((x) => x.id)).toEqual([cus.id]);
-    expect(listed.pagination).toMatchObject({ page: 1, limit: 20, total: 1n, totalPages: 1, hasMore: false });
+    expect(listed.pagination).toMatchObject({ case: "page", value: { page: 1, limit: 20, total: 1n, totalPages: 1, hasMore: false } });
 
     expect(await c.deleteCustomer({ workspaceId: ws, id: "ext_crud-2" })).toMatchObject({ id: cus.id, deleted: true });
     expect((await rpcError(c.getCustomer({ workspaceId: ws, id: cus.id }))).code).toBe(Code.NotFound);

@@ -59,11 +59,11 @@ describe("customers REST routes", () => {
     for (let i = 0; i < 5; i++) ids.push((await req("POST", "/customers", { externalId: `page-${i}` }, ws.key)).body.data.id);
     const p1 = await req("GET", "/customers?limit=2", undefined, ws.key);
     expect(p1.status).toBe(200);
-    expect(p1.body.pagination).toEqual({ page: 1, limit: 2, total: 5, totalPages: 3, hasMore: true });
+    expect(p1.body.pagination).toEqual({ page: 1, limit: 2, total: 5, totalPages: 3, hasMore: true, nextCursor: expect.any(String) });
     expect(p1.body.data.map((c: { id: string }) => c.id)).toEqual([ids[4], ids[3]]);
     const p3 = await req("GET", "/customers?limit=2&page=3&sortOrder=asc", undefined, ws.key);
     expect(p3.body.data.map((c: { id: string }) => c.id)).toEqual([ids[4]]);
-    expect(p3.body.pagination).toMatchObject({ page: 3, hasMore: false });
+    expect(p3.body.pagination).toMatchObject({ page: 3, hasMore: false, nextCursor: null });
 
     for (const [query, field] of [
       ["limit=101", "limit"],

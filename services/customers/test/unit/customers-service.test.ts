@@ -10,6 +10,7 @@ import {
 } from "@linquid/contracts";
 import { violationsOf } from "@linquid/mesh";
 import { beforeEach, describe, expect, it } from "vitest";
+import { CursorCodec } from "../../src/cursor.js";
 import { CustomersHandler } from "../../src/customers-service.js";
 import type { Retrier } from "../../src/retry-sweeper.js";
 import { FakeCustomersRepository } from "./fake-repository.js";
@@ -55,7 +56,7 @@ describe("CustomersHandler", () => {
     repo = new FakeCustomersRepository();
     scrubber = new FakeRetrier();
     registrar = new FakeRetrier();
-    h = new CustomersHandler(repo, { scrub: scrubber, register: registrar });
+    h = new CustomersHandler(repo, { scrub: scrubber, register: registrar }, new CursorCodec([Buffer.alloc(32, 7)]));
   });
 
   describe("create validation", () => {
@@ -140,7 +141,7 @@ describe("CustomersHandler", () => {
     it.each(bad)("rejects a bad %s (%j), never clamping", async (field, init) => {
       const v = await violationsFrom(h.listCustomers(create(ListCustomersRequestSchema, { workspaceId: WS, ...init })));
       expect(v.map((x) => x.field)).toEqual([field]);
-      expect(repo.calls.filter((c) => c.startsWith("list"))).toEqual([]);
+      expect(repo.calls.filter((c) => c.startsWith("page") || c.startsWith("count"))).toEqual([]);
     });
 
     it("fills in page 1, limit 20, desc and reports the envelope", async () => {
@@ -148,13 +149,16 @@ describe("CustomersHandler", () => {
       const res = await h.listCustomers(create(ListCustomersRequestSchema, { workspaceId: WS }));
       expect(res.customers).toHaveLength(20);
       expect(res.customers[0]!.externalId).toBe("u44");
-      expect(res.pagination).toMatchObject({ page: 1, limit: 20, total: 45n, totalPages: 3, hasMore: true });
+      expect(res.pagination.case).toBe("page");
+      expect(res.pagination.value).toMatchObject({ page: 1, limit: 20, total: 45n, totalPages: 3, hasMore: true });
+      expect(res.pagination.value!.nextCursor).toMatch(/^[\w-]+\.[\w-]{22}$/);
       const last = await h.listCustomers(create(ListCustomersRequestSchema, { workspaceId: WS, page: 3, limit: 20, sortOrder: "asc" }));
       expect(last.customers.map((c) => c.externalId)).toEqual(["u40", "u41", "u42", "u43", "u44"]);
-      expect(last.pagination).toMatchObject({ page: 3, totalPages: 3, hasMore: false });
+      expect(last.pagination.value).toMatchObject({ page: 3, totalPages: 3, hasMore: false });
+      expect(last.pagination.value!.nextCursor).toBeUndefined();
       const beyond = await h.listCustomers(create(ListCustomersRequestSchema, { workspaceId: WS, page: 9 }));
       expect(beyond.customers).toEqual([]);
-      expect(beyond.pagination).toMatchObject({ page: 9, total: 45n, hasMore: false });
+      expect(beyond.pagination.value).toMatchObject({ page: 9, total: 45n, hasMore: false });
     });
   });
 

@@ -2,9 +2,10 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { newId } from "@linquid/mesh";
 import { changes, newCustomerDoc, type CustomerDoc, type MergeMode, type StatsDoc } from "../../src/customer-doc.js";
+import type { PageStart } from "../../src/customer-reads.js";
 import type { CustomersRepository, StatsResult } from "../../src/customers-repository.js";
-import { foldCase } from "../../src/search.js";
-import type { CustomerPatch, ListQuery } from "../../src/validation.js";
+import { matchesFilters, type CustomerFilters } from "../../src/filters.js";
+import type { CustomerPatch, SortOrder } from "../../src/validation.js";
 
 export class FakeCustomersRepository implements CustomersRepository {
   readonly docs = new Map<string, CustomerDoc>();
@@ -67,16 +68,35 @@ export class FakeCustomersRepository implements CustomersRepository {
     return cur;
   }
 
-  async list(workspaceId: string, q: ListQuery) {
-    this.calls.push(`list ${JSON.stringify(q)}`);
-    const all = this.live(workspaceId).filter((d) => q.search === undefined || d.search.some((s) => s.includes(foldCase(q.search!))));
-    all.sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime() || (a._id < b._id ? -1 : 1));
-    if (q.sortOrder === "desc") all.reverse();
-    return { docs: all.slice((q.page - 1) * q.limit, q.page * q.limit), total: all.length };
+  /** The matching customers in (createdAt, id) order. */
+  private matching(workspaceId: string, f: CustomerFilters): CustomerDoc[] {
+    const all = [...this.docs.values()].filter((d) => matchesFilters(d, workspaceId, f));
+    return all.sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime() || (a._id < b._id ? -1 : 1));
   }
 
-  async count(workspaceId: string, search: string | undefined) {
-    return (await this.list(workspaceId, { page: 1, limit: 1, sortOrder: "asc", search })).total;
+  async page(workspaceId: string, f: CustomerFilters, order: SortOrder, start: PageStart, limit: number) {
+    this.calls.push(`page ${JSON.stringify(start)} ${limit}`);
+    const all = this.matching(workspaceId, f);
+    if (order === "desc") all.reverse();
+    const dir = order === "asc" ? 1 : -1;
+    const after = (d: CustomerDoc, p: { t: number; id: string }) => dir * (d.createdAt.getTime() - p.t || (d._id < p.id ? -1 : d._id > p.id ? 1 : 0)) > 0;
+    const rest = "from" in start ? all.filter((d) => after(d, start.from)) : all.slice(start.skip);
+    const docs = rest.slice(0, limit);
+    const spanMs = docs.length === 0 ? 0 : Math.abs(docs[docs.length - 1]!.createdAt.getTime() - ("from" in start ? start.from.t : docs[0]!.createdAt.getTime()));
+    return { docs, hasMore: rest.length > limit, spanMs };
+  }
+
+  async count(workspaceId: string, f: CustomerFilters) {
+    this.calls.push("count");
+    return this.matching(workspaceId, f).length;
+  }
+
+  async *walk(workspaceId: string, f: CustomerFilters) {
+    const all = this.matching(workspaceId, f);
+    for (let i = 0; i < all.length; i += 2) {
+      this.calls.push(`walk ${i}`);
+      yield all.slice(i, i + 2);
+    }
   }
 
   async setStats(workspaceId: string, customerId: string, stats: StatsDoc, version: number): Promise<StatsResult> {

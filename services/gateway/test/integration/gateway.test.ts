@@ -209,6 +209,78 @@ describe("gateway through the mesh", () => {
   });
 });
 
+describe("streamed answers (a server-streaming RPC over gRPC)", () => {
+  const reset = () => Object.assign(upstream.exports, { batches: 1, failAfter: undefined, produced: 0, finished: 0 });
+
+  it("writes each message's records as NDJSON or CSV, one request against the budget", async () => {
+    reset();
+    const { key } = await mesh.workspace({ rateLimit: 20 });
+    await mesh.request("POST", "/customers", { key, body: { externalId: "s1", email: "s1@example.com" } });
+    await mesh.request("POST", "/customers", { key, body: { externalId: "=s2" } });
+    upstream.exports.batches = 3;
+    const nd = await mesh.request("GET", "/customers/export", { key });
+    expect(nd.status).toBe(200);
+    expect(nd.headers.get("content-type")).toBe("application/x-ndjson");
+    expect(nd.headers.get("x-request-id")).toBeTruthy();
+    const lines = nd.text.trimEnd().split("\n").map((l) => JSON.parse(l));
+    expect(lines.map((c) => c.externalId)).toEqual(["s1", "=s2", "s1", "=s2", "s1", "=s2"]);
+    expect(lines[0]).toMatchObject({ email: "s1@example.com", avatar: null, metadata: null, stats: { leads: 0, currency: null } });
+    const csv = await mesh.request("GET", "/customers/export?format=csv", { key });
+    expect(csv.headers.get("content-type")).toBe("text/csv; charset=utf-8");
+    const rows = csv.text.split("\r\n");
+    expect(rows[0]!.split(",").slice(0, 3)).toEqual(["id", "externalId", "email"]);
+    expect(rows[2]!.split(",")[1]).toBe("'=s2");
+    expect(rows).toHaveLength(1 + 6 + 1);
+    expect(Number(csv.headers.get("x-ratelimit-remaining"))).toBe(Number(nd.headers.get("x-ratelimit-remaining")) - 1);
+  });
+
+  it("answers an error before the first message in the envelope, and cuts the body on one after it", async () => {
+    reset();
+    const { key } = await mesh.workspace();
+    await mesh.request("POST", "/customers", { key, body: { externalId: "e1" } });
+    const bad = await mesh.request("GET", "/customers/export?format=pdf", { key });
+    expect(bad).toMatchObject({ status: 400, body: { success: false, error: { code: "VALIDATION_ERROR", details: [{ field: "format" }] } } });
+    upstream.fail("ExportCustomers", Code.Unavailable);
+    const down = await mesh.request("GET", "/customers/export", { key });
+    expect(down).toMatchObject({ status: 503, body: { error: { code: "SERVICE_UNAVAILABLE" } } });
+    expect(down.text).not.toContain("mongo-internal");
+    upstream.fail("ExportCustomers", undefined);
+
+    upstream.exports.batches = 5;
+    upstream.exports.failAfter = 2;
+    const res = await fetch(`${mesh.api}/customers/export`, { headers: { "x-api-key": key } });
+    expect(res.status).toBe(200);
+    // The body ends without its final chunk: a client cannot take it for a complete export.
+    await expect(res.text()).rejects.toThrow();
+  });
+
+  it("asks for the next message only as the client reads, and cancels the call when the client goes away", async () => {
+    reset();
+    const { key } = await mesh.workspace();
+    await mesh.request("POST", "/customers", { key, body: { externalId: "big", email: "big@example.com" } });
+    upstream.exports.batches = 10_000_000;
+    const controller = new AbortController();
+    const res = await fetch(`${mesh.api}/customers/export`, { headers: { "x-api-key": key }, signal: controller.signal });
+    const reader = res.body!.getReader();
+    const first = await reader.read();
+    const lineBytes = new TextDecoder().decode(first.value).indexOf("\n") + 1;
+    // Not read any further: the producer stops once the buffers between it and the client are full.
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    let produced = -1;
+    for (let i = 0; i < 20 && upstream.exports.produced !== produced; i++) {
+      produced = upstream.exports.produced;
+      await sleep(500);
+    }
+    expect(upstream.exports.produced).toBe(produced);
+    // Socket and HTTP/2 buffers: a few MB, whatever the size of the export.
+    expect(produced * lineBytes).toBeLessThan(32 * 1024 * 1024);
+    controller.abort();
+    const until = Date.now() + 5000;
+    while (upstream.exports.finished === 0 && Date.now() < until) await sleep(20);
+    expect(upstream.exports.finished).toBe(1);
+  });
+});
+
 describe("gateway with Redis unreachable", () => {
   let down: TestMesh;
   beforeAll(async () => {

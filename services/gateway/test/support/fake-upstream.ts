@@ -17,9 +17,20 @@ export interface UpstreamCall {
   readonly headers: Record<string, string>;
 }
 
+/** What ExportCustomers streams: its workspace's customers `batches` times over, one message each. */
+export interface FakeExport {
+  batches: number;
+  /** Fails the stream with UNAVAILABLE after this many messages (undefined = never). */
+  failAfter: number | undefined;
+  /** Messages the handler produced, and handlers that finished (ended, failed or closed). */
+  produced: number;
+  finished: number;
+}
+
 export interface FakeUpstream {
   readonly url: string;
   readonly calls: UpstreamCall[];
+  readonly exports: FakeExport;
   /** Makes every call of `rpc` fail with `code` (undefined = stop failing). */
   fail(rpc: string, code: Code | undefined): void;
   stop(): Promise<void>;
@@ -27,6 +38,7 @@ export interface FakeUpstream {
 
 export async function startFakeUpstream(): Promise<FakeUpstream> {
   const calls: UpstreamCall[] = [];
+  const exports: FakeExport = { batches: 1, failAfter: undefined, produced: 0, finished: 0 };
   const failures = new Map<string, Code>();
   const customers = new Map<string, Customer[]>();
   const list = (ws: string) => customers.get(ws) ?? customers.set(ws, []).get(ws)!;
@@ -52,7 +64,10 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
             if (req.limit !== undefined && (req.limit < 1 || req.limit > 100)) throw invalidArgument([{ field: "limit", issue: "must be 1..100" }]);
             const all = list(req.workspaceId);
             const limit = req.limit ?? 20;
-            return { customers: all.slice(0, limit), pagination: { page: req.page ?? 1, limit, total: BigInt(all.length), totalPages: Math.ceil(all.length / limit), hasMore: all.length > limit } };
+            return {
+              customers: all.slice(0, limit),
+              pagination: { case: "page", value: { page: req.page ?? 1, limit, total: BigInt(all.length), totalPages: Math.ceil(all.length / limit), hasMore: all.length > limit } },
+            };
           },
           countCustomers(req, ctx) {
             record("CountCustomers", req.workspaceId, ctx);
@@ -79,6 +94,19 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
               else c.email = req.email;
             }
             return { customer: c };
+          },
+          async *exportCustomers(req, ctx) {
+            record("ExportCustomers", req.workspaceId, ctx);
+            if (req.format !== undefined && req.format !== "ndjson" && req.format !== "csv") throw invalidArgument([{ field: "format", issue: "must be ndjson or csv" }]);
+            try {
+              for (let i = 0; i < exports.batches; i++) {
+                if (exports.failAfter !== undefined && i >= exports.failAfter) throw new ConnectError("export failed at mongo-internal.example:27017", Code.Unavailable);
+                exports.produced++;
+                yield { customers: list(req.workspaceId) };
+              }
+            } finally {
+              exports.finished++;
+            }
           },
           deleteCustomer(req, ctx) {
             record("DeleteCustomer", req.workspaceId, ctx);
@@ -144,6 +172,7 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
   return {
     url: `http://127.0.0.1:${port}`,
     calls,
+    exports,
     fail(rpc, code) {
       if (code === undefined) failures.delete(rpc);
       else failures.set(rpc, code);

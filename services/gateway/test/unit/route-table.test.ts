@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { buildRoutes, createRouteTable } from "../../src/route-table.js";
+import { buildRoutes, createRouteTable, type MatchedRoute } from "../../src/route-table.js";
 import { HttpError } from "../../src/http-error.js";
 import { REST_SERVICES } from "../../src/index.js";
 
@@ -80,6 +80,7 @@ describe("route table from the contracts", () => {
     expect(scopes).toEqual({
       "GET /customers": "links:read",
       "GET /customers/count": "links:read",
+      "GET /customers/export": "links:read",
       "GET /customers/{id}": "links:read",
       "GET /customers/cohorts": "links:read",
       "GET /customers/{id}/journey": "links:read",
@@ -98,6 +99,17 @@ describe("route table from the contracts", () => {
     expect(table.routes.every((r) => r.policy.entitlement === "revenue-tracking")).toBe(true);
     const cached = table.routes.filter((r) => r.policy.cacheTtlSeconds > 0).map((r) => r.method.name).sort();
     expect(cached).toEqual(["GetAttribution", "GetCohorts", "GetJourney", "GetJourneySummary", "GetLtvCohorts"]);
+  });
+
+  it("makes server-streaming mappings streaming routes, literal paths first", () => {
+    const r = table.match("GET", "/customers/export", q());
+    expect(r.kind === "found" && r.match.route.method.name).toBe("ExportCustomers");
+    const route = (r as { match: MatchedRoute }).match.route;
+    expect(route.stream?.records.name).toBe("customers");
+    expect(route.stream?.record.typeName).toBe("linquid.customers.v1.Customer");
+    expect(route.stream?.formatField?.name).toBe("format");
+    expect(table.routes.filter((x) => x.stream !== undefined).map((x) => x.method.name)).toEqual(["ExportCustomers"]);
+    expect(table.match("POST", "/customers/export", q())).toEqual({ kind: "method-not-allowed", allow: ["GET"] });
   });
 
   it("refuses a contract mapping one method and path twice", () => {

@@ -238,8 +238,8 @@ describe("response encoding", () => {
 
   it("adds pagination next to data for lists", () => {
     const route = matched("GET", "/customers").route;
-    const out = JSON.parse(encodeResponse(route, create(ListCustomersResponseSchema, { customers: [], pagination: { page: 1, limit: 20, total: 0n, totalPages: 0, hasMore: false } })).body);
-    expect(out).toEqual({ success: true, data: [], pagination: { page: 1, limit: 20, total: 0, totalPages: 0, hasMore: false } });
+    const out = JSON.parse(encodeResponse(route, create(ListCustomersResponseSchema, { customers: [], pagination: { case: "page", value: { page: 1, limit: 20, total: 0n, totalPages: 0, hasMore: false } } })).body);
+    expect(out).toEqual({ success: true, data: [], pagination: { page: 1, limit: 20, total: 0, totalPages: 0, hasMore: false, nextCursor: null } });
   });
 
   it("answers journeys with null for fields that do not apply, and summaries as one object", () => {

@@ -10,15 +10,13 @@ import { file_google_protobuf_field_mask, file_google_protobuf_struct, file_goog
 import type { BadRequest } from "../../../google/rpc/error_details_pb.js";
 import { file_google_rpc_error_details } from "../../../google/rpc/error_details_pb.js";
 import { file_linquid_policy_v1_policy } from "../../policy/v1/policy_pb.js";
-import type { Pagination } from "../../type/v1/pagination_pb.js";
-import { file_linquid_type_v1_pagination } from "../../type/v1/pagination_pb.js";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file linquid/customers/v1/customers.proto.
  */
 export const file_linquid_customers_v1_customers: GenFile = /*@__PURE__*/
-  fileDesc("CiRsaW5xdWlkL2N1c3RvbWVycy92MS9jdXN0b21lcnMucHJvdG8SFGxpbnF1aWQuY3VzdG9tZXJzLnYxIooDCghDdXN0b21lchIKCgJpZBgBIAEoCRITCgtleHRlcm5hbF9pZBgCIAEoCRISCgVlbWFpbBgDIAEoCUgAiAEBEhEKBG5hbWUYBCABKAlIAYgBARITCgZhdmF0YXIYBSABKAlIAogBARIUCgdjb3VudHJ5GAYgASgJSAOIAQESFQoIY2xpY2tfaWQYByABKAlIBIgBARIpCghtZXRhZGF0YRgIIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLgoKY3JlYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoFc3RhdHMYCyABKAsyIy5saW5xdWlkLmN1c3RvbWVycy52MS5DdXN0b21lclN0YXRzQggKBl9lbWFpbEIHCgVfbmFtZUIJCgdfYXZhdGFyQgoKCF9jb3VudHJ5QgsKCV9jbGlja19pZCLHAQoNQ3VzdG9tZXJTdGF0cxINCgVsZWFkcxgBIAEoAxINCgVzYWxlcxgCIAEoAxIPCgdyZXZlbnVlGAMgASgDEhUKCGN1cnJlbmN5GAQgASgJSACIAQESMQoNZmlyc3Rfc2Vlbl9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF9zZWVuX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEILCglfY3VycmVuY3kirgEKFExpc3RDdXN0b21lcnNSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIRCgRwYWdlGAIgASgFSACIAQESEgoFbGltaXQYAyABKAVIAYgBARIXCgpzb3J0X29yZGVyGAQgASgJSAKIAQESEwoGc2VhcmNoGAUgASgJSAOIAQFCBwoFX3BhZ2VCCAoGX2xpbWl0Qg0KC19zb3J0X29yZGVyQgkKB19zZWFyY2giewoVTGlzdEN1c3RvbWVyc1Jlc3BvbnNlEjEKCWN1c3RvbWVycxgBIAMoCzIeLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkN1c3RvbWVyEi8KCnBhZ2luYXRpb24YAiABKAsyGy5saW5xdWlkLnR5cGUudjEuUGFnaW5hdGlvbiJNChVDb3VudEN1c3RvbWVyc1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhMKBnNlYXJjaBgCIAEoCUgAiAEBQgkKB19zZWFyY2giJwoWQ291bnRDdXN0b21lcnNSZXNwb25zZRINCgVjb3VudBgBIAEoAyI2ChJHZXRDdXN0b21lclJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEgoKAmlkGAIgASgJIkcKE0dldEN1c3RvbWVyUmVzcG9uc2USMAoIY3VzdG9tZXIYASABKAsyHi5saW5xdWlkLmN1c3RvbWVycy52MS5DdXN0b21lciKNAgoVQ3JlYXRlQ3VzdG9tZXJSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRITCgtleHRlcm5hbF9pZBgCIAEoCRISCgVlbWFpbBgDIAEoCUgAiAEBEhEKBG5hbWUYBCABKAlIAYgBARITCgZhdmF0YXIYBSABKAlIAogBARIUCgdjb3VudHJ5GAYgASgJSAOIAQESFQoIY2xpY2tfaWQYByABKAlIBIgBARIpCghtZXRhZGF0YRgIIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCCAoGX2VtYWlsQgcKBV9uYW1lQgkKB19hdmF0YXJCCgoIX2NvdW50cnlCCwoJX2NsaWNrX2lkIlsKFkNyZWF0ZUN1c3RvbWVyUmVzcG9uc2USMAoIY3VzdG9tZXIYASABKAsyHi5saW5xdWlkLmN1c3RvbWVycy52MS5DdXN0b21lchIPCgdjcmVhdGVkGAIgASgIIt8CChVVcGRhdGVDdXN0b21lclJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEgoKAmlkGAIgASgJEhgKC2V4dGVybmFsX2lkGAMgASgJSACIAQESEgoFZW1haWwYBCABKAlIAYgBARIRCgRuYW1lGAUgASgJSAKIAQESEwoGYXZhdGFyGAYgASgJSAOIAQESFAoHY291bnRyeRgHIAEoCUgEiAEBEhUKCGNsaWNrX2lkGAggASgJSAWIAQESKQoIbWV0YWRhdGEYCSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ei8KC3VwZGF0ZV9tYXNrGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IOCgxfZXh0ZXJuYWxfaWRCCAoGX2VtYWlsQgcKBV9uYW1lQgkKB19hdmF0YXJCCgoIX2NvdW50cnlCCwoJX2NsaWNrX2lkIkoKFlVwZGF0ZUN1c3RvbWVyUmVzcG9uc2USMAoIY3VzdG9tZXIYASABKAsyHi5saW5xdWlkLmN1c3RvbWVycy52MS5DdXN0b21lciI5ChVEZWxldGVDdXN0b21lclJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEgoKAmlkGAIgASgJIjUKFkRlbGV0ZUN1c3RvbWVyUmVzcG9uc2USCgoCaWQYASABKAkSDwoHZGVsZXRlZBgCIAEoCCKgAQoVU3RpdGNoQ3VzdG9tZXJSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRITCgtleHRlcm5hbF9pZBgCIAEoCRISCgVlbWFpbBgDIAEoCUgAiAEBEhEKBG5hbWUYBCABKAlIAYgBARIVCghjbGlja19pZBgFIAEoCUgCiAEBQggKBl9lbWFpbEIHCgVfbmFtZUILCglfY2xpY2tfaWQiWwoWU3RpdGNoQ3VzdG9tZXJSZXNwb25zZRIwCghjdXN0b21lchgBIAEoCzIeLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkN1c3RvbWVyEg8KB2NyZWF0ZWQYAiABKAgi6wEKFlN0aXRjaEN1c3RvbWVyc1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEkAKBWl0ZW1zGAIgAygLMjEubGlucXVpZC5jdXN0b21lcnMudjEuU3RpdGNoQ3VzdG9tZXJzUmVxdWVzdC5JdGVtGnkKBEl0ZW0SEwoLZXh0ZXJuYWxfaWQYASABKAkSEgoFZW1haWwYAiABKAlIAIgBARIRCgRuYW1lGAMgASgJSAGIAQESFQoIY2xpY2tfaWQYBCABKAlIAogBAUIICgZfZW1haWxCBwoFX25hbWVCCwoJX2NsaWNrX2lkItYBChdTdGl0Y2hDdXN0b21lcnNSZXNwb25zZRJFCgdyZXN1bHRzGAEgAygLMjQubGlucXVpZC5jdXN0b21lcnMudjEuU3RpdGNoQ3VzdG9tZXJzUmVzcG9uc2UuUmVzdWx0GnQKBlJlc3VsdBIwCghjdXN0b21lchgBIAEoCzIeLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkN1c3RvbWVyEg8KB2NyZWF0ZWQYAiABKAgSJwoHaW52YWxpZBgDIAEoCzIWLmdvb2dsZS5ycGMuQmFkUmVxdWVzdCKJAQoXU2V0Q3VzdG9tZXJTdGF0c1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhMKC2N1c3RvbWVyX2lkGAIgASgJEjIKBXN0YXRzGAMgASgLMiMubGlucXVpZC5jdXN0b21lcnMudjEuQ3VzdG9tZXJTdGF0cxIPCgd2ZXJzaW9uGAQgASgDIisKGFNldEN1c3RvbWVyU3RhdHNSZXNwb25zZRIPCgdhcHBsaWVkGAEgASgIMo0LChBDdXN0b21lcnNTZXJ2aWNlEqkBCg1MaXN0Q3VzdG9tZXJzEioubGlucXVpZC5jdXN0b21lcnMudjEuTGlzdEN1c3RvbWVyc1JlcXVlc3QaKy5saW5xdWlkLmN1c3RvbWVycy52MS5MaXN0Q3VzdG9tZXJzUmVzcG9uc2UiP6K7GB4KCmxpbmtzOnJlYWQSEHJldmVudWUtdHJhY2tpbmeC0+STAhdiCWN1c3RvbWVycxIKL2N1c3RvbWVycxKnAQoOQ291bnRDdXN0b21lcnMSKy5saW5xdWlkLmN1c3RvbWVycy52MS5Db3VudEN1c3RvbWVyc1JlcXVlc3QaLC5saW5xdWlkLmN1c3RvbWVycy52MS5Db3VudEN1c3RvbWVyc1Jlc3BvbnNlIjqiuxgeCgpsaW5rczpyZWFkEhByZXZlbnVlLXRyYWNraW5ngtPkkwISEhAvY3VzdG9tZXJzL2NvdW50EqcBCgtHZXRDdXN0b21lchIoLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkdldEN1c3RvbWVyUmVxdWVzdBopLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkdldEN1c3RvbWVyUmVzcG9uc2UiQ6K7GB4KCmxpbmtzOnJlYWQSEHJldmVudWUtdHJhY2tpbmeC0+STAhtiCGN1c3RvbWVyEg8vY3VzdG9tZXJzL3tpZH0SuwEKDkNyZWF0ZUN1c3RvbWVyEisubGlucXVpZC5jdXN0b21lcnMudjEuQ3JlYXRlQ3VzdG9tZXJSZXF1ZXN0GiwubGlucXVpZC5jdXN0b21lcnMudjEuQ3JlYXRlQ3VzdG9tZXJSZXNwb25zZSJOorsYKwoMbGlua3M6Y3JlYXRlEhByZXZlbnVlLXRyYWNraW5nIAEqB2NyZWF0ZWSC0+STAhk6ASpiCGN1c3RvbWVyIgovY3VzdG9tZXJzErcBCg5VcGRhdGVDdXN0b21lchIrLmxpbnF1aWQuY3VzdG9tZXJzLnYxLlVwZGF0ZUN1c3RvbWVyUmVxdWVzdBosLmxpbnF1aWQuY3VzdG9tZXJzLnYxLlVwZGF0ZUN1c3RvbWVyUmVzcG9uc2UiSqK7GCIKDGxpbmtzOnVwZGF0ZRIQcmV2ZW51ZS10cmFja2luZyABgtPkkwIeOgEqYghjdXN0b21lcjIPL2N1c3RvbWVycy97aWR9EqoBCg5EZWxldGVDdXN0b21lchIrLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkRlbGV0ZUN1c3RvbWVyUmVxdWVzdBosLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkRlbGV0ZUN1c3RvbWVyUmVzcG9uc2UiPaK7GCIKDGxpbmtzOmRlbGV0ZRIQcmV2ZW51ZS10cmFja2luZyABgtPkkwIRKg8vY3VzdG9tZXJzL3tpZH0SbQoOU3RpdGNoQ3VzdG9tZXISKy5saW5xdWlkLmN1c3RvbWVycy52MS5TdGl0Y2hDdXN0b21lclJlcXVlc3QaLC5saW5xdWlkLmN1c3RvbWVycy52MS5TdGl0Y2hDdXN0b21lclJlc3BvbnNlIgAScAoPU3RpdGNoQ3VzdG9tZXJzEiwubGlucXVpZC5jdXN0b21lcnMudjEuU3RpdGNoQ3VzdG9tZXJzUmVxdWVzdBotLmxpbnF1aWQuY3VzdG9tZXJzLnYxLlN0aXRjaEN1c3RvbWVyc1Jlc3BvbnNlIgAScwoQU2V0Q3VzdG9tZXJTdGF0cxItLmxpbnF1aWQuY3VzdG9tZXJzLnYxLlNldEN1c3RvbWVyU3RhdHNSZXF1ZXN0Gi4ubGlucXVpZC5jdXN0b21lcnMudjEuU2V0Q3VzdG9tZXJTdGF0c1Jlc3BvbnNlIgBiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_rpc_error_details, file_linquid_policy_v1_policy, file_linquid_type_v1_pagination]);
+  fileDesc("CiRsaW5xdWlkL2N1c3RvbWVycy92MS9jdXN0b21lcnMucHJvdG8SFGxpbnF1aWQuY3VzdG9tZXJzLnYxIooDCghDdXN0b21lchIKCgJpZBgBIAEoCRITCgtleHRlcm5hbF9pZBgCIAEoCRISCgVlbWFpbBgDIAEoCUgAiAEBEhEKBG5hbWUYBCABKAlIAYgBARITCgZhdmF0YXIYBSABKAlIAogBARIUCgdjb3VudHJ5GAYgASgJSAOIAQESFQoIY2xpY2tfaWQYByABKAlIBIgBARIpCghtZXRhZGF0YRgIIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLgoKY3JlYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoFc3RhdHMYCyABKAsyIy5saW5xdWlkLmN1c3RvbWVycy52MS5DdXN0b21lclN0YXRzQggKBl9lbWFpbEIHCgVfbmFtZUIJCgdfYXZhdGFyQgoKCF9jb3VudHJ5QgsKCV9jbGlja19pZCLHAQoNQ3VzdG9tZXJTdGF0cxINCgVsZWFkcxgBIAEoAxINCgVzYWxlcxgCIAEoAxIPCgdyZXZlbnVlGAMgASgDEhUKCGN1cnJlbmN5GAQgASgJSACIAQESMQoNZmlyc3Rfc2Vlbl9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF9zZWVuX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEILCglfY3VycmVuY3kiywMKFExpc3RDdXN0b21lcnNSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIRCgRwYWdlGAIgASgFSACIAQESEgoFbGltaXQYAyABKAVIAYgBARIXCgpzb3J0X29yZGVyGAQgASgJSAKIAQESEwoGc2VhcmNoGAUgASgJSAOIAQESEwoGY3Vyc29yGAYgASgJSASIAQESGgoNY3JlYXRlZF9hZnRlchgHIAEoCUgFiAEBEhsKDmNyZWF0ZWRfYmVmb3JlGAggASgJSAaIAQESFAoHY291bnRyeRgJIAEoCUgHiAEBEkoKCG1ldGFkYXRhGAogAygLMjgubGlucXVpZC5jdXN0b21lcnMudjEuTGlzdEN1c3RvbWVyc1JlcXVlc3QuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCBwoFX3BhZ2VCCAoGX2xpbWl0Qg0KC19zb3J0X29yZGVyQgkKB19zZWFyY2hCCQoHX2N1cnNvckIQCg5fY3JlYXRlZF9hZnRlckIRCg9fY3JlYXRlZF9iZWZvcmVCCgoIX2NvdW50cnki4wMKFUxpc3RDdXN0b21lcnNSZXNwb25zZRIxCgljdXN0b21lcnMYASADKAsyHi5saW5xdWlkLmN1c3RvbWVycy52MS5DdXN0b21lchJKCgRwYWdlGAIgASgLMjoubGlucXVpZC5jdXN0b21lcnMudjEuTGlzdEN1c3RvbWVyc1Jlc3BvbnNlLlBhZ2VQYWdpbmF0aW9uSAASTgoGY3Vyc29yGAMgASgLMjwubGlucXVpZC5jdXN0b21lcnMudjEuTGlzdEN1c3RvbWVyc1Jlc3BvbnNlLkN1cnNvclBhZ2luYXRpb25IABqNAQoOUGFnZVBhZ2luYXRpb24SDAoEcGFnZRgBIAEoBRINCgVsaW1pdBgCIAEoBRINCgV0b3RhbBgDIAEoAxITCgt0b3RhbF9wYWdlcxgEIAEoBRIQCghoYXNfbW9yZRgFIAEoCBIYCgtuZXh0X2N1cnNvchgGIAEoCUgAiAEBQg4KDF9uZXh0X2N1cnNvchpdChBDdXJzb3JQYWdpbmF0aW9uEg0KBWxpbWl0GAEgASgFEhAKCGhhc19tb3JlGAIgASgIEhgKC25leHRfY3Vyc29yGAMgASgJSACIAQFCDgoMX25leHRfY3Vyc29yQgwKCnBhZ2luYXRpb24iywIKFUNvdW50Q3VzdG9tZXJzUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSEwoGc2VhcmNoGAIgASgJSACIAQESGgoNY3JlYXRlZF9hZnRlchgDIAEoCUgBiAEBEhsKDmNyZWF0ZWRfYmVmb3JlGAQgASgJSAKIAQESFAoHY291bnRyeRgFIAEoCUgDiAEBEksKCG1ldGFkYXRhGAYgAygLMjkubGlucXVpZC5jdXN0b21lcnMudjEuQ291bnRDdXN0b21lcnNSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgkKB19zZWFyY2hCEAoOX2NyZWF0ZWRfYWZ0ZXJCEQoPX2NyZWF0ZWRfYmVmb3JlQgoKCF9jb3VudHJ5IicKFkNvdW50Q3VzdG9tZXJzUmVzcG9uc2USDQoFY291bnQYASABKAMi7QIKFkV4cG9ydEN1c3RvbWVyc1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhMKBnNlYXJjaBgCIAEoCUgAiAEBEhoKDWNyZWF0ZWRfYWZ0ZXIYAyABKAlIAYgBARIbCg5jcmVhdGVkX2JlZm9yZRgEIAEoCUgCiAEBEhQKB2NvdW50cnkYBSABKAlIA4gBARJMCghtZXRhZGF0YRgGIAMoCzI6LmxpbnF1aWQuY3VzdG9tZXJzLnYxLkV4cG9ydEN1c3RvbWVyc1JlcXVlc3QuTWV0YWRhdGFFbnRyeRITCgZmb3JtYXQYByABKAlIBIgBARovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCQoHX3NlYXJjaEIQCg5fY3JlYXRlZF9hZnRlckIRCg9fY3JlYXRlZF9iZWZvcmVCCgoIX2NvdW50cnlCCQoHX2Zvcm1hdCJMChdFeHBvcnRDdXN0b21lcnNSZXNwb25zZRIxCgljdXN0b21lcnMYASADKAsyHi5saW5xdWlkLmN1c3RvbWVycy52MS5DdXN0b21lciI2ChJHZXRDdXN0b21lclJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEgoKAmlkGAIgASgJIkcKE0dldEN1c3RvbWVyUmVzcG9uc2USMAoIY3VzdG9tZXIYASABKAsyHi5saW5xdWlkLmN1c3RvbWVycy52MS5DdXN0b21lciKNAgoVQ3JlYXRlQ3VzdG9tZXJSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRITCgtleHRlcm5hbF9pZBgCIAEoCRISCgVlbWFpbBgDIAEoCUgAiAEBEhEKBG5hbWUYBCABKAlIAYgBARITCgZhdmF0YXIYBSABKAlIAogBARIUCgdjb3VudHJ5GAYgASgJSAOIAQESFQoIY2xpY2tfaWQYByABKAlIBIgBARIpCghtZXRhZGF0YRgIIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCCAoGX2VtYWlsQgcKBV9uYW1lQgkKB19hdmF0YXJCCgoIX2NvdW50cnlCCwoJX2NsaWNrX2lkIlsKFkNyZWF0ZUN1c3RvbWVyUmVzcG9uc2USMAoIY3VzdG9tZXIYASABKAsyHi5saW5xdWlkLmN1c3RvbWVycy52MS5DdXN0b21lchIPCgdjcmVhdGVkGAIgASgIIt8CChVVcGRhdGVDdXN0b21lclJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEgoKAmlkGAIgASgJEhgKC2V4dGVybmFsX2lkGAMgASgJSACIAQESEgoFZW1haWwYBCABKAlIAYgBARIRCgRuYW1lGAUgASgJSAKIAQESEwoGYXZhdGFyGAYgASgJSAOIAQESFAoHY291bnRyeRgHIAEoCUgEiAEBEhUKCGNsaWNrX2lkGAggASgJSAWIAQESKQoIbWV0YWRhdGEYCSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ei8KC3VwZGF0ZV9tYXNrGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IOCgxfZXh0ZXJuYWxfaWRCCAoGX2VtYWlsQgcKBV9uYW1lQgkKB19hdmF0YXJCCgoIX2NvdW50cnlCCwoJX2NsaWNrX2lkIkoKFlVwZGF0ZUN1c3RvbWVyUmVzcG9uc2USMAoIY3VzdG9tZXIYASABKAsyHi5saW5xdWlkLmN1c3RvbWVycy52MS5DdXN0b21lciI5ChVEZWxldGVDdXN0b21lclJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEgoKAmlkGAIgASgJIjUKFkRlbGV0ZUN1c3RvbWVyUmVzcG9uc2USCgoCaWQYASABKAkSDwoHZGVsZXRlZBgCIAEoCCKgAQoVU3RpdGNoQ3VzdG9tZXJSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRITCgtleHRlcm5hbF9pZBgCIAEoCRISCgVlbWFpbBgDIAEoCUgAiAEBEhEKBG5hbWUYBCABKAlIAYgBARIVCghjbGlja19pZBgFIAEoCUgCiAEBQggKBl9lbWFpbEIHCgVfbmFtZUILCglfY2xpY2tfaWQiWwoWU3RpdGNoQ3VzdG9tZXJSZXNwb25zZRIwCghjdXN0b21lchgBIAEoCzIeLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkN1c3RvbWVyEg8KB2NyZWF0ZWQYAiABKAgi6wEKFlN0aXRjaEN1c3RvbWVyc1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEkAKBWl0ZW1zGAIgAygLMjEubGlucXVpZC5jdXN0b21lcnMudjEuU3RpdGNoQ3VzdG9tZXJzUmVxdWVzdC5JdGVtGnkKBEl0ZW0SEwoLZXh0ZXJuYWxfaWQYASABKAkSEgoFZW1haWwYAiABKAlIAIgBARIRCgRuYW1lGAMgASgJSAGIAQESFQoIY2xpY2tfaWQYBCABKAlIAogBAUIICgZfZW1haWxCBwoFX25hbWVCCwoJX2NsaWNrX2lkItYBChdTdGl0Y2hDdXN0b21lcnNSZXNwb25zZRJFCgdyZXN1bHRzGAEgAygLMjQubGlucXVpZC5jdXN0b21lcnMudjEuU3RpdGNoQ3VzdG9tZXJzUmVzcG9uc2UuUmVzdWx0GnQKBlJlc3VsdBIwCghjdXN0b21lchgBIAEoCzIeLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkN1c3RvbWVyEg8KB2NyZWF0ZWQYAiABKAgSJwoHaW52YWxpZBgDIAEoCzIWLmdvb2dsZS5ycGMuQmFkUmVxdWVzdCKJAQoXU2V0Q3VzdG9tZXJTdGF0c1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhMKC2N1c3RvbWVyX2lkGAIgASgJEjIKBXN0YXRzGAMgASgLMiMubGlucXVpZC5jdXN0b21lcnMudjEuQ3VzdG9tZXJTdGF0cxIPCgd2ZXJzaW9uGAQgASgDIisKGFNldEN1c3RvbWVyU3RhdHNSZXNwb25zZRIPCgdhcHBsaWVkGAEgASgIMtAMChBDdXN0b21lcnNTZXJ2aWNlEqkBCg1MaXN0Q3VzdG9tZXJzEioubGlucXVpZC5jdXN0b21lcnMudjEuTGlzdEN1c3RvbWVyc1JlcXVlc3QaKy5saW5xdWlkLmN1c3RvbWVycy52MS5MaXN0Q3VzdG9tZXJzUmVzcG9uc2UiP6K7GB4KCmxpbmtzOnJlYWQSEHJldmVudWUtdHJhY2tpbmeC0+STAhdiCWN1c3RvbWVycxIKL2N1c3RvbWVycxKnAQoOQ291bnRDdXN0b21lcnMSKy5saW5xdWlkLmN1c3RvbWVycy52MS5Db3VudEN1c3RvbWVyc1JlcXVlc3QaLC5saW5xdWlkLmN1c3RvbWVycy52MS5Db3VudEN1c3RvbWVyc1Jlc3BvbnNlIjqiuxgeCgpsaW5rczpyZWFkEhByZXZlbnVlLXRyYWNraW5ngtPkkwISEhAvY3VzdG9tZXJzL2NvdW50EsABCg9FeHBvcnRDdXN0b21lcnMSLC5saW5xdWlkLmN1c3RvbWVycy52MS5FeHBvcnRDdXN0b21lcnNSZXF1ZXN0Gi0ubGlucXVpZC5jdXN0b21lcnMudjEuRXhwb3J0Q3VzdG9tZXJzUmVzcG9uc2UiTqK7GCYKCmxpbmtzOnJlYWQSEHJldmVudWUtdHJhY2tpbmc6BmZvcm1hdILT5JMCHmIJY3VzdG9tZXJzEhEvY3VzdG9tZXJzL2V4cG9ydDABEqcBCgtHZXRDdXN0b21lchIoLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkdldEN1c3RvbWVyUmVxdWVzdBopLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkdldEN1c3RvbWVyUmVzcG9uc2UiQ6K7GB4KCmxpbmtzOnJlYWQSEHJldmVudWUtdHJhY2tpbmeC0+STAhtiCGN1c3RvbWVyEg8vY3VzdG9tZXJzL3tpZH0SuwEKDkNyZWF0ZUN1c3RvbWVyEisubGlucXVpZC5jdXN0b21lcnMudjEuQ3JlYXRlQ3VzdG9tZXJSZXF1ZXN0GiwubGlucXVpZC5jdXN0b21lcnMudjEuQ3JlYXRlQ3VzdG9tZXJSZXNwb25zZSJOorsYKwoMbGlua3M6Y3JlYXRlEhByZXZlbnVlLXRyYWNraW5nIAEqB2NyZWF0ZWSC0+STAhk6ASpiCGN1c3RvbWVyIgovY3VzdG9tZXJzErcBCg5VcGRhdGVDdXN0b21lchIrLmxpbnF1aWQuY3VzdG9tZXJzLnYxLlVwZGF0ZUN1c3RvbWVyUmVxdWVzdBosLmxpbnF1aWQuY3VzdG9tZXJzLnYxLlVwZGF0ZUN1c3RvbWVyUmVzcG9uc2UiSqK7GCIKDGxpbmtzOnVwZGF0ZRIQcmV2ZW51ZS10cmFja2luZyABgtPkkwIeOgEqYghjdXN0b21lcjIPL2N1c3RvbWVycy97aWR9EqoBCg5EZWxldGVDdXN0b21lchIrLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkRlbGV0ZUN1c3RvbWVyUmVxdWVzdBosLmxpbnF1aWQuY3VzdG9tZXJzLnYxLkRlbGV0ZUN1c3RvbWVyUmVzcG9uc2UiPaK7GCIKDGxpbmtzOmRlbGV0ZRIQcmV2ZW51ZS10cmFja2luZyABgtPkkwIRKg8vY3VzdG9tZXJzL3tpZH0SbQoOU3RpdGNoQ3VzdG9tZXISKy5saW5xdWlkLmN1c3RvbWVycy52MS5TdGl0Y2hDdXN0b21lclJlcXVlc3QaLC5saW5xdWlkLmN1c3RvbWVycy52MS5TdGl0Y2hDdXN0b21lclJlc3BvbnNlIgAScAoPU3RpdGNoQ3VzdG9tZXJzEiwubGlucXVpZC5jdXN0b21lcnMudjEuU3RpdGNoQ3VzdG9tZXJzUmVxdWVzdBotLmxpbnF1aWQuY3VzdG9tZXJzLnYxLlN0aXRjaEN1c3RvbWVyc1Jlc3BvbnNlIgAScwoQU2V0Q3VzdG9tZXJTdGF0cxItLmxpbnF1aWQuY3VzdG9tZXJzLnYxLlNldEN1c3RvbWVyU3RhdHNSZXF1ZXN0Gi4ubGlucXVpZC5jdXN0b21lcnMudjEuU2V0Q3VzdG9tZXJTdGF0c1Jlc3BvbnNlIgBiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_rpc_error_details, file_linquid_policy_v1_policy]);
 
 /**
  * Customer is a workspace's record of one person or account.
@@ -157,7 +155,7 @@ export type ListCustomersRequest = Message<"linquid.customers.v1.ListCustomersRe
   workspaceId: string;
 
   /**
-   * >= 1; default 1.
+   * >= 1; default 1. Not allowed with `cursor`.
    *
    * @generated from field: optional int32 page = 2;
    */
@@ -183,6 +181,43 @@ export type ListCustomersRequest = Message<"linquid.customers.v1.ListCustomersRe
    * @generated from field: optional string search = 5;
    */
   search?: string | undefined;
+
+  /**
+   * Opaque: the next_cursor of the previous answer, made for this workspace,
+   * sort order and filters; the list goes on after that answer's last customer.
+   *
+   * @generated from field: optional string cursor = 6;
+   */
+  cursor?: string | undefined;
+
+  /**
+   * Only customers created strictly after this ISO 8601 date-time.
+   *
+   * @generated from field: optional string created_after = 7;
+   */
+  createdAfter?: string | undefined;
+
+  /**
+   * Only customers created strictly before this ISO 8601 date-time.
+   *
+   * @generated from field: optional string created_before = 8;
+   */
+  createdBefore?: string | undefined;
+
+  /**
+   * Only customers of this ISO 3166-1 alpha-2 country (either case).
+   *
+   * @generated from field: optional string country = 9;
+   */
+  country?: string | undefined;
+
+  /**
+   * Only customers whose metadata has each of these keys with exactly this
+   * value (a string, or a number, boolean or null as written in JSON); at most 5.
+   *
+   * @generated from field: map<string, string> metadata = 10;
+   */
+  metadata: { [key: string]: string };
 };
 
 /**
@@ -202,9 +237,23 @@ export type ListCustomersResponse = Message<"linquid.customers.v1.ListCustomersR
   customers: Customer[];
 
   /**
-   * @generated from field: linquid.type.v1.Pagination pagination = 2;
+   * By page, or (when the request had a cursor) by cursor.
+   *
+   * @generated from oneof linquid.customers.v1.ListCustomersResponse.pagination
    */
-  pagination?: Pagination | undefined;
+  pagination: {
+    /**
+     * @generated from field: linquid.customers.v1.ListCustomersResponse.PagePagination page = 2;
+     */
+    value: ListCustomersResponse_PagePagination;
+    case: "page";
+  } | {
+    /**
+     * @generated from field: linquid.customers.v1.ListCustomersResponse.CursorPagination cursor = 3;
+     */
+    value: ListCustomersResponse_CursorPagination;
+    case: "cursor";
+  } | { case: undefined; value?: undefined };
 };
 
 /**
@@ -213,6 +262,97 @@ export type ListCustomersResponse = Message<"linquid.customers.v1.ListCustomersR
  */
 export const ListCustomersResponseSchema: GenMessage<ListCustomersResponse> = /*@__PURE__*/
   messageDesc(file_linquid_customers_v1_customers, 3);
+
+/**
+ * PagePagination describes one page of a list by page number.
+ *
+ * @generated from message linquid.customers.v1.ListCustomersResponse.PagePagination
+ */
+export type ListCustomersResponse_PagePagination = Message<"linquid.customers.v1.ListCustomersResponse.PagePagination"> & {
+  /**
+   * 1-based page number.
+   *
+   * @generated from field: int32 page = 1;
+   */
+  page: number;
+
+  /**
+   * Page size asked for.
+   *
+   * @generated from field: int32 limit = 2;
+   */
+  limit: number;
+
+  /**
+   * Customers across all pages.
+   *
+   * @generated from field: int64 total = 3;
+   */
+  total: bigint;
+
+  /**
+   * ceil(total / limit).
+   *
+   * @generated from field: int32 total_pages = 4;
+   */
+  totalPages: number;
+
+  /**
+   * Whether a later page holds customers.
+   *
+   * @generated from field: bool has_more = 5;
+   */
+  hasMore: boolean;
+
+  /**
+   * Cursor of the customers after this page; unset on the last page.
+   *
+   * @generated from field: optional string next_cursor = 6;
+   */
+  nextCursor?: string | undefined;
+};
+
+/**
+ * Describes the message linquid.customers.v1.ListCustomersResponse.PagePagination.
+ * Use `create(ListCustomersResponse_PagePaginationSchema)` to create a new message.
+ */
+export const ListCustomersResponse_PagePaginationSchema: GenMessage<ListCustomersResponse_PagePagination> = /*@__PURE__*/
+  messageDesc(file_linquid_customers_v1_customers, 3, 0);
+
+/**
+ * CursorPagination describes one page of a list by cursor.
+ *
+ * @generated from message linquid.customers.v1.ListCustomersResponse.CursorPagination
+ */
+export type ListCustomersResponse_CursorPagination = Message<"linquid.customers.v1.ListCustomersResponse.CursorPagination"> & {
+  /**
+   * Page size asked for.
+   *
+   * @generated from field: int32 limit = 1;
+   */
+  limit: number;
+
+  /**
+   * Whether customers follow this page.
+   *
+   * @generated from field: bool has_more = 2;
+   */
+  hasMore: boolean;
+
+  /**
+   * Cursor of the customers after this page; unset on the last page.
+   *
+   * @generated from field: optional string next_cursor = 3;
+   */
+  nextCursor?: string | undefined;
+};
+
+/**
+ * Describes the message linquid.customers.v1.ListCustomersResponse.CursorPagination.
+ * Use `create(ListCustomersResponse_CursorPaginationSchema)` to create a new message.
+ */
+export const ListCustomersResponse_CursorPaginationSchema: GenMessage<ListCustomersResponse_CursorPagination> = /*@__PURE__*/
+  messageDesc(file_linquid_customers_v1_customers, 3, 1);
 
 /**
  * @generated from message linquid.customers.v1.CountCustomersRequest
@@ -224,9 +364,31 @@ export type CountCustomersRequest = Message<"linquid.customers.v1.CountCustomers
   workspaceId: string;
 
   /**
+   * As in ListCustomersRequest.
+   *
    * @generated from field: optional string search = 2;
    */
   search?: string | undefined;
+
+  /**
+   * @generated from field: optional string created_after = 3;
+   */
+  createdAfter?: string | undefined;
+
+  /**
+   * @generated from field: optional string created_before = 4;
+   */
+  createdBefore?: string | undefined;
+
+  /**
+   * @generated from field: optional string country = 5;
+   */
+  country?: string | undefined;
+
+  /**
+   * @generated from field: map<string, string> metadata = 6;
+   */
+  metadata: { [key: string]: string };
 };
 
 /**
@@ -254,6 +416,76 @@ export const CountCustomersResponseSchema: GenMessage<CountCustomersResponse> = 
   messageDesc(file_linquid_customers_v1_customers, 5);
 
 /**
+ * @generated from message linquid.customers.v1.ExportCustomersRequest
+ */
+export type ExportCustomersRequest = Message<"linquid.customers.v1.ExportCustomersRequest"> & {
+  /**
+   * @generated from field: string workspace_id = 1;
+   */
+  workspaceId: string;
+
+  /**
+   * The filters of ListCustomersRequest.
+   *
+   * @generated from field: optional string search = 2;
+   */
+  search?: string | undefined;
+
+  /**
+   * @generated from field: optional string created_after = 3;
+   */
+  createdAfter?: string | undefined;
+
+  /**
+   * @generated from field: optional string created_before = 4;
+   */
+  createdBefore?: string | undefined;
+
+  /**
+   * @generated from field: optional string country = 5;
+   */
+  country?: string | undefined;
+
+  /**
+   * @generated from field: map<string, string> metadata = 6;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * How the gateway writes the records: "ndjson" (default) or "csv".
+   *
+   * @generated from field: optional string format = 7;
+   */
+  format?: string | undefined;
+};
+
+/**
+ * Describes the message linquid.customers.v1.ExportCustomersRequest.
+ * Use `create(ExportCustomersRequestSchema)` to create a new message.
+ */
+export const ExportCustomersRequestSchema: GenMessage<ExportCustomersRequest> = /*@__PURE__*/
+  messageDesc(file_linquid_customers_v1_customers, 6);
+
+/**
+ * @generated from message linquid.customers.v1.ExportCustomersResponse
+ */
+export type ExportCustomersResponse = Message<"linquid.customers.v1.ExportCustomersResponse"> & {
+  /**
+   * The next customers, oldest first.
+   *
+   * @generated from field: repeated linquid.customers.v1.Customer customers = 1;
+   */
+  customers: Customer[];
+};
+
+/**
+ * Describes the message linquid.customers.v1.ExportCustomersResponse.
+ * Use `create(ExportCustomersResponseSchema)` to create a new message.
+ */
+export const ExportCustomersResponseSchema: GenMessage<ExportCustomersResponse> = /*@__PURE__*/
+  messageDesc(file_linquid_customers_v1_customers, 7);
+
+/**
  * @generated from message linquid.customers.v1.GetCustomerRequest
  */
 export type GetCustomerRequest = Message<"linquid.customers.v1.GetCustomerRequest"> & {
@@ -275,7 +507,7 @@ export type GetCustomerRequest = Message<"linquid.customers.v1.GetCustomerReques
  * Use `create(GetCustomerRequestSchema)` to create a new message.
  */
 export const GetCustomerRequestSchema: GenMessage<GetCustomerRequest> = /*@__PURE__*/
-  messageDesc(file_linquid_customers_v1_customers, 6);
+  messageDesc(file_linquid_customers_v1_customers, 8);
 
 /**
  * @generated from message linquid.customers.v1.GetCustomerResponse
@@ -292,7 +524,7 @@ export type GetCustomerResponse = Message<"linquid.customers.v1.GetCustomerRespo
  * Use `create(GetCustomerResponseSchema)` to create a new message.
  */
 export const GetCustomerResponseSchema: GenMessage<GetCustomerResponse> = /*@__PURE__*/
-  messageDesc(file_linquid_customers_v1_customers, 7);
+  messageDesc(file_linquid_customers_v1_customers, 9);
 
 /**
  * @generated from message linquid.customers.v1.CreateCustomerRequest
@@ -344,7 +576,7 @@ export type CreateCustomerRequest = Message<"linquid.customers.v1.CreateCustomer
  * Use `create(CreateCustomerRequestSchema)` to create a new message.
  */
 export const CreateCustomerRequestSchema: GenMessage<CreateCustomerRequest> = /*@__PURE__*/
-  messageDesc(file_linquid_customers_v1_customers, 8);
+  messageDesc(file_linquid_customers_v1_customers, 10);
 
 /**
  * @generated from message linquid.customers.v1.CreateCustomerResponse
@@ -368,7 +600,7 @@ export type CreateCustomerResponse = Message<"linquid.customers.v1.CreateCustome
  * Use `create(CreateCustomerResponseSchema)` to create a new message.
  */
 export const CreateCustomerResponseSchema: GenMessage<CreateCustomerResponse> = /*@__PURE__*/
-  messageDesc(file_linquid_customers_v1_customers, 9);
+  messageDesc(file_linquid_customers_v1_customers, 11);
 
 /**
  * @generated from message linquid.customers.v1.UpdateCustomerRequest
@@ -434,7 +666,7 @@ export type UpdateCustomerRequest = Message<"linquid.customers.v1.UpdateCustomer
  * Use `create(UpdateCustomerRequestSchema)` to create a new message.
  */
 export const UpdateCustomerRequestSchema: GenMessage<UpdateCustomerRequest> = /*@__PURE__*/
-  messageDesc(file_linquid_customers_v1_customers, 10);
+  messageDesc(file_linquid_customers_v1_customers, 12);
 
 /**
  * @generated from message linquid.customers.v1.UpdateCustomerResponse
@@ -451,7 +683,7 @@ export type UpdateCustomerResponse = Message<"linquid.customers.v1.UpdateCustome
  * Use `create(UpdateCustomerResponseSchema)` to create a new message.
  */
 export const UpdateCustomerResponseSchema: GenMessage<UpdateCustomerResponse> = /*@__PURE__*/
-  messageDesc(file_linquid_customers_v1_customers, 11);
+  messageDesc(file_linquid_customers_v1_customers, 13);
 
 /**
  * @generated from message linquid.customers.v1.DeleteCustomerRequest
@@ -475,7 +707,7 @@ export type DeleteCustomerRequest = Message<"linquid.customers.v1.DeleteCustomer
  * Use `create(DeleteCustomerRequestSchema)` to create a new message.
  */
 export const DeleteCustomerRequestSchema: GenMessage<DeleteCustomerRequest> = /*@__PURE__*/
-  messageDesc(file_linquid_customers_v1_customers, 12);
+  messageDesc(file_linquid_customers_v1_customers, 14);
 
 /**
  * @generated from message linquid.customers.v1.DeleteCustomerResponse
@@ -497,7 +729,7 @@ export type DeleteCustomerResponse = Message<"linquid.customers.v1.DeleteCustome
  * Use `create(DeleteCustomerResponseSchema)` to create a new message.
  */
 export const DeleteCustomerResponseSchema: GenMessage<DeleteCustomerResponse> = /*@__PURE__*/
-  messageDesc(file_linquid_customers_v1_customers, 13);
+  messageDesc(file_linquid_customers_v1_customers, 15);
 
 /**
  * @generated from message linquid.customers.v1.StitchCustomerRequest
@@ -534,7 +766,7 @@ export type StitchCustomerRequest = Message<"linquid.customers.v1.StitchCustomer
  * Use `create(StitchCustomerRequestSchema)` to create a new message.
  */
 export const StitchCustomerRequestSchema: GenMessage<StitchCustomerRequest> = /*@__PURE__*/
-  messageDesc(file_linquid_customers_v1_customers, 14);
+  messageDesc(file_linquid_customers_v1_customers, 16);
 
 /**
  * @generated from message linquid.customers.v1.StitchCustomerResponse
@@ -556,7 +788,7 @@ export type StitchCustomerResponse = Message<"linquid.customers.v1.StitchCustome
  * Use `create(StitchCustomerResponseSchema)` to create a new message.
  */
 export const StitchCustomerResponseSchema: GenMessage<StitchCustomerResponse> = /*@__PURE__*/
-  messageDesc(file_linquid_customers_v1_customers, 15);
+  messageDesc(file_linquid_customers_v1_customers, 17);
 
 /**
  * @generated from message linquid.customers.v1.StitchCustomersRequest
@@ -580,7 +812,7 @@ export type StitchCustomersRequest = Message<"linquid.customers.v1.StitchCustome
  * Use `create(StitchCustomersRequestSchema)` to create a new message.
  */
 export const StitchCustomersRequestSchema: GenMessage<StitchCustomersRequest> = /*@__PURE__*/
-  messageDesc(file_linquid_customers_v1_customers, 16);
+  messageDesc(file_linquid_customers_v1_customers, 18);
 
 /**
  * Item is one customer to find or create, as in StitchCustomerRequest.
@@ -614,7 +846,7 @@ export type StitchCustomersRequest_Item = Message<"linquid.customers.v1.StitchCu
  * Use `create(StitchCustomersRequest_ItemSchema)` to create a new message.
  */
 export const StitchCustomersRequest_ItemSchema: GenMessage<StitchCustomersRequest_Item> = /*@__PURE__*/
-  messageDesc(file_linquid_customers_v1_customers, 16, 0);
+  messageDesc(file_linquid_customers_v1_customers, 18, 0);
 
 /**
  * @generated from message linquid.customers.v1.StitchCustomersResponse
@@ -631,7 +863,7 @@ export type StitchCustomersResponse = Message<"linquid.customers.v1.StitchCustom
  * Use `create(StitchCustomersResponseSchema)` to create a new message.
  */
 export const StitchCustomersResponseSchema: GenMessage<StitchCustomersResponse> = /*@__PURE__*/
-  messageDesc(file_linquid_customers_v1_customers, 17);
+  messageDesc(file_linquid_customers_v1_customers, 19);
 
 /**
  * Result is the outcome of one item.
@@ -664,7 +896,7 @@ export type StitchCustomersResponse_Result = Message<"linquid.customers.v1.Stitc
  * Use `create(StitchCustomersResponse_ResultSchema)` to create a new message.
  */
 export const StitchCustomersResponse_ResultSchema: GenMessage<StitchCustomersResponse_Result> = /*@__PURE__*/
-  messageDesc(file_linquid_customers_v1_customers, 17, 0);
+  messageDesc(file_linquid_customers_v1_customers, 19, 0);
 
 /**
  * @generated from message linquid.customers.v1.SetCustomerStatsRequest
@@ -698,7 +930,7 @@ export type SetCustomerStatsRequest = Message<"linquid.customers.v1.SetCustomerS
  * Use `create(SetCustomerStatsRequestSchema)` to create a new message.
  */
 export const SetCustomerStatsRequestSchema: GenMessage<SetCustomerStatsRequest> = /*@__PURE__*/
-  messageDesc(file_linquid_customers_v1_customers, 18);
+  messageDesc(file_linquid_customers_v1_customers, 20);
 
 /**
  * @generated from message linquid.customers.v1.SetCustomerStatsResponse
@@ -717,7 +949,7 @@ export type SetCustomerStatsResponse = Message<"linquid.customers.v1.SetCustomer
  * Use `create(SetCustomerStatsResponseSchema)` to create a new message.
  */
 export const SetCustomerStatsResponseSchema: GenMessage<SetCustomerStatsResponse> = /*@__PURE__*/
-  messageDesc(file_linquid_customers_v1_customers, 19);
+  messageDesc(file_linquid_customers_v1_customers, 21);
 
 /**
  * CustomersService owns customer identity per workspace.
@@ -729,7 +961,8 @@ export const SetCustomerStatsResponseSchema: GenMessage<SetCustomerStatsResponse
  */
 export const CustomersService: GenService<{
   /**
-   * Lists live customers, newest first by default.
+   * Lists live customers, newest first by default: by page (`page`), or by
+   * cursor (`cursor`, from the previous answer's next_cursor), with filters.
    *
    * @generated from rpc linquid.customers.v1.CustomersService.ListCustomers
    */
@@ -739,7 +972,7 @@ export const CustomersService: GenService<{
     output: typeof ListCustomersResponseSchema;
   },
   /**
-   * Counts live customers, optionally matching a search.
+   * Counts live customers matching the filters (all of them without any).
    *
    * @generated from rpc linquid.customers.v1.CustomersService.CountCustomers
    */
@@ -747,6 +980,19 @@ export const CustomersService: GenService<{
     methodKind: "unary";
     input: typeof CountCustomersRequestSchema;
     output: typeof CountCustomersResponseSchema;
+  },
+  /**
+   * Streams every live customer matching the filters, oldest first (creation
+   * time, then id), in batches read one at a time as the caller takes them: a
+   * slow caller slows the walk down, a caller that goes away stops it. A
+   * customer whose delete was acknowledged before its batch is read is not in it.
+   *
+   * @generated from rpc linquid.customers.v1.CustomersService.ExportCustomers
+   */
+  exportCustomers: {
+    methodKind: "server_streaming";
+    input: typeof ExportCustomersRequestSchema;
+    output: typeof ExportCustomersResponseSchema;
   },
   /**
    * Fetches one live customer.
