@@ -28,8 +28,11 @@ export interface Answer {
 /** A response body produced as the client takes it. */
 export interface StreamingBody {
   readonly contentType: string;
-  /** Pieces of the body; each is asked for once the client has taken the previous one. */
-  readonly chunks: AsyncGenerator<string, void, undefined>;
+  /**
+   * Pieces of the body; each is asked for once the client has taken the previous one.
+   * `return()` ends the producer, whether or not a piece was asked for yet.
+   */
+  readonly chunks: AsyncIterator<string, void, undefined> & { return(value?: undefined): Promise<IteratorResult<string, void>> };
 }
 
 export interface GatewayRequest {

@@ -148,7 +148,22 @@ async function callStream(invokeStream: InvokeStream, req: GatewayRequest): Prom
       done();
     }
   }
-  return { status: 200, body: "", stream: { contentType: writer.contentType, chunks: chunks() } };
+  const gen = chunks();
+  return {
+    status: 200,
+    body: "",
+    stream: {
+      contentType: writer.contentType,
+      chunks: {
+        next: () => gen.next(),
+        // A generator never started skips its `finally`: end the call here as well.
+        return: async () => {
+          done();
+          return gen.return(undefined);
+        },
+      },
+    },
+  };
 }
 
 /** Composes the chain; the returned function never throws. */

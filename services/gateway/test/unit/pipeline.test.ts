@@ -1,6 +1,6 @@
 import { create, type Message } from "@bufbuild/protobuf";
 import { Code, ConnectError, type CallOptions } from "@connectrpc/connect";
-import { CreateCustomerResponseSchema, GetCustomerResponseSchema, GetCohortsResponseSchema, type GetCustomerRequest } from "@linquid/contracts";
+import { CreateCustomerResponseSchema, ExportCustomersResponseSchema, GetCustomerResponseSchema, GetCohortsResponseSchema, type GetCustomerRequest } from "@linquid/contracts";
 import { createLogger } from "@linquid/mesh";
 import { beforeEach, describe, expect, it } from "vitest";
 import type { Authenticator } from "../../src/auth.js";
@@ -172,5 +172,83 @@ describe("pipeline", () => {
       expect(r.headers["x-request-id"]).not.toBe(bad);
       expect(r.headers["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
     }
+  });
+});
+
+describe("pipeline, streaming routes", () => {
+  function streamingPipeline(produce: (request: Message, signal: AbortSignal) => AsyncIterable<Message>) {
+    const logger = createLogger("test", "debug", () => undefined);
+    return createPipeline({
+      routes: createRouteTable(buildRoutes(REST_SERVICES)),
+      authenticator,
+      limiter: createLocalLimiter(),
+      // A TTL override caches every route; a stream must still never be cached.
+      cache: createCachePolicy({ redis: undefined, ttlOverrideSeconds: 60, maxTtlSeconds: 60, logger }),
+      invoke: async () => {
+        throw new Error("unary call on a streaming route");
+      },
+      invokeStream: (_route, request, options) => produce(request, options.signal!),
+      logger,
+    });
+  }
+  const req = (target: string, signal?: AbortSignal): GatewayRequest => {
+    const [path, query = ""] = target.split("?");
+    return { method: "GET", path: path!, query: new URLSearchParams(query), headers: { "x-api-key": "pro" }, readBody: async () => Buffer.alloc(0), responseHeaders: new Map(), ...(signal ? { signal } : {}) };
+  };
+  const batch = (...ids: string[]) => create(ExportCustomersResponseSchema, { customers: ids.map((id) => ({ id, externalId: `e-${id}` })) });
+
+  it("answers the first message's records as a stream, and each further message when asked for", async () => {
+    let pulled = 0;
+    const h = streamingPipeline(async function* () {
+      for (const ids of [["cus_1", "cus_2"], ["cus_3"]]) {
+        pulled++;
+        yield batch(...ids);
+      }
+    });
+    const answer = await h(req("/customers/export"));
+    expect(answer.status).toBe(200);
+    expect(answer.body).toBe("");
+    expect(answer.stream?.contentType).toBe("application/x-ndjson");
+    expect(pulled).toBe(1);
+    const first = await answer.stream!.chunks.next();
+    expect((first.value as string).split("\n").filter(Boolean).map((l) => JSON.parse(l).id)).toEqual(["cus_1", "cus_2"]);
+    expect(pulled).toBe(1);
+    expect(JSON.parse(((await answer.stream!.chunks.next()).value as string).trim()).id).toBe("cus_3");
+    expect((await answer.stream!.chunks.next()).done).toBe(true);
+  });
+
+  it("writes CSV when the format field says so, header first", async () => {
+    const h = streamingPipeline(async function* () {
+      yield batch("cus_1");
+    });
+    const answer = await h(req("/customers/export?format=csv"));
+    expect(answer.stream?.contentType).toBe("text/csv; charset=utf-8");
+    const head = (await answer.stream!.chunks.next()).value as string;
+    expect(head.startsWith("id,externalId,")).toBe(true);
+    expect(((await answer.stream!.chunks.next()).value as string).startsWith("cus_1,e-cus_1,")).toBe(true);
+  });
+
+  it("answers an error before the first message with the envelope, and cancels the call when the stream is dropped", async () => {
+    const failing = streamingPipeline(async function* () {
+      throw new ConnectError("bad format", Code.InvalidArgument);
+    });
+    const bad = await failing(req("/customers/export?format=x"));
+    expect(bad.stream).toBeUndefined();
+    expect(JSON.parse(bad.body)).toMatchObject({ success: false, error: { code: "VALIDATION_ERROR" } });
+
+    let signal: AbortSignal | undefined;
+    const h = streamingPipeline(async function* (_r, s) {
+      signal = s;
+      for (;;) yield batch("cus_1");
+    });
+    const gone = new AbortController();
+    const answer = await h(req("/customers/export", gone.signal));
+    await answer.stream!.chunks.next();
+    expect(signal?.aborted).toBe(false);
+    gone.abort();
+    expect(signal?.aborted).toBe(true);
+    const again = await h(req("/customers/export"));
+    await again.stream!.chunks.return(undefined);
+    expect(signal?.aborted).toBe(true);
   });
 });

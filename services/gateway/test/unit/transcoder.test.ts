@@ -153,6 +153,27 @@ describe("request decoding", () => {
     expect(issues(() => decode("POST", path, "", body))).toMatchObject({ status: 400, details: [{ field }] });
   });
 
+  it("binds map fields from name[key]=value, any key as data, each key once", () => {
+    const m = decode("GET", "/customers", "metadata%5Bplan%5D=pro&metadata[__proto__]=p&metadata[a.b]=x&metadata[$where]=1&metadata[a[b]]=y&metadata[]=e").message as ListCustomersRequest;
+    expect(Object.entries(m.metadata).sort()).toEqual(
+      [
+        ["plan", "pro"],
+        ["__proto__", "p"],
+        ["a.b", "x"],
+        ["$where", "1"],
+        ["a[b]", "y"],
+        ["", "e"],
+      ].sort(),
+    );
+    expect(Object.getPrototypeOf(m.metadata)).toBe(Object.prototype);
+    expect(issues(() => decode("GET", "/customers", "metadata[k]=1&metadata[k]=2"))).toEqual({ status: 400, code: "VALIDATION_ERROR", details: [{ field: "metadata[k]", issue: "must be given once" }] });
+    expect(issues(() => decode("GET", "/customers", "metadata=x"))).toMatchObject({ status: 400, details: [{ field: "metadata", issue: "must be given as metadata[<key>]=<value>" }] });
+    // Unknown bracketed names are ignored like any unknown parameter.
+    expect((decode("GET", "/customers", "other[k]=1&metadatax[k]=1").message as ListCustomersRequest).metadata).toEqual({});
+    // The cache key does not depend on the order of the entries.
+    expect(decode("GET", "/customers", "metadata[a]=1&metadata[b]=2").canonicalQuery).toBe(decode("GET", "/customers", "metadata[b]=2&metadata[a]=1").canonicalQuery);
+  });
+
   it("refuses the path variable in the body", () => {
     expect(issues(() => decode("PATCH", "/customers/cus_1", "", { id: "cus_2" }))).toMatchObject({ details: [{ field: "id", issue: "unknown field" }] });
   });
@@ -240,6 +261,15 @@ describe("response encoding", () => {
     const route = matched("GET", "/customers").route;
     const out = JSON.parse(encodeResponse(route, create(ListCustomersResponseSchema, { customers: [], pagination: { case: "page", value: { page: 1, limit: 20, total: 0n, totalPages: 0, hasMore: false } } })).body);
     expect(out).toEqual({ success: true, data: [], pagination: { page: 1, limit: 20, total: 0, totalPages: 0, hasMore: false, nextCursor: null } });
+  });
+
+  it("puts the pagination a oneof holds next to data: by page or by cursor, each with every field", () => {
+    const route = matched("GET", "/customers").route;
+    const byCursor = JSON.parse(encodeResponse(route, create(ListCustomersResponseSchema, { customers: [], pagination: { case: "cursor", value: { limit: 5, hasMore: true, nextCursor: "abc.def" } } })).body);
+    expect(byCursor).toEqual({ success: true, data: [], pagination: { limit: 5, hasMore: true, nextCursor: "abc.def" } });
+    const last = JSON.parse(encodeResponse(route, create(ListCustomersResponseSchema, { pagination: { case: "cursor", value: { limit: 5 } } })).body);
+    expect(last.pagination).toEqual({ limit: 5, hasMore: false, nextCursor: null });
+    expect(JSON.parse(encodeResponse(route, create(ListCustomersResponseSchema, {})).body)).toEqual({ success: true, data: [] });
   });
 
   it("answers journeys with null for fields that do not apply, and summaries as one object", () => {
