@@ -149,7 +149,8 @@ export class CustomerReads {
       if (read.exhausted || read.docs.length === 0) return;
       const last = read.docs[read.docs.length - 1]! as unknown as Record<string, unknown>;
       position = { t: (last["createdAt"] as Date).getTime(), id: last[source.idField] as string };
-      span = Math.max(1, read.spanMs);
+      // The next read looks a quarter further than this one spanned: usually one window.
+      span = Math.max(1, Math.ceil(read.spanMs * 1.25));
       // Candidates that were not answers: read more at a time (up to an export batch).
       if (matching.length < docs.length) size = Math.min(EXPORT_BATCH, size * 2);
     }

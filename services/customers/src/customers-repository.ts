@@ -93,21 +93,26 @@ export class MongoCustomersRepository implements CustomersRepository {
 
   /**
    * The indexes each query shape needs, on MongoDB and the embedded database alike (customer-
-   * reads.ts). `deletedAt` comes last: an equality on null pins only its type bracket on the
-   * embedded database, so an index with it before `createdAt` could not give lists their order.
+   * reads.ts). `deletedAt` comes after the sort keys: an equality on null pins only its type
+   * bracket on the embedded database, so an index with it before `createdAt` could not give
+   * lists their order. `country` closes the first index so that a country condition is checked
+   * on index entries even where that index is used, and so that SQLite, which plans without
+   * statistics here, prefers the country index for a country and a creation-time range.
    */
   async ensureIndexes(): Promise<void> {
     await ensureIndexes(this.customers, [
       // lists, counts, searches, cursors and exports of a workspace, either order; creation-time bounds
-      { key: { workspaceId: 1, createdAt: 1, _id: 1, deletedAt: 1 }, name: "workspace_created" },
-      // the same with a country
+      { key: { workspaceId: 1, createdAt: 1, _id: 1, deletedAt: 1, country: 1 }, name: "workspace_created_country" },
+      // the same for one country
       { key: { workspaceId: 1, country: 1, createdAt: 1, _id: 1, deletedAt: 1 }, name: "workspace_country_created" },
       // customers the metadata index does not cover yet (the backfill)
       { key: { metadataIndexed: 1 }, name: "metadata_indexed" },
     ]);
-    // The index of earlier versions: on the embedded database it would win over
-    // workspace_created and make every page sort the whole workspace.
-    await dbCall("customers", "dropIndexes", (o) => this.customers.dropIndex("workspace_live_created", o)).catch(() => undefined);
+    // Indexes of earlier versions: on the embedded database they would win over the ones above
+    // and make pages sort the whole workspace.
+    for (const name of ["workspace_live_created", "workspace_created"]) {
+      await dbCall("customers", "dropIndexes", (o) => this.customers.dropIndex(name, o)).catch(() => undefined);
+    }
     await this.identity.ensureIndexes();
     await this.followUps.ensureIndexes();
     await this.metadata.ensureIndexes();

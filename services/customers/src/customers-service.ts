@@ -71,7 +71,8 @@ export class CustomersHandler implements ServiceImpl<typeof CustomersService> {
     const { limit, sortOrder } = query;
     const nextCursor = (docs: CustomerDoc[], hasMore: boolean, span: number) => {
       const last = docs[docs.length - 1];
-      return hasMore && last !== undefined ? { nextCursor: this.cursors.encode({ t: last.createdAt.getTime(), id: last._id, span }, scope) } : {};
+      // The next page looks a quarter further than this one spanned: usually one window (keyset.ts).
+      return hasMore && last !== undefined ? { nextCursor: this.cursors.encode({ t: last.createdAt.getTime(), id: last._id, span: Math.ceil(span * 1.25) }, scope) } : {};
     };
 
     if (req.cursor !== undefined) {

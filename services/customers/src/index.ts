@@ -59,6 +59,8 @@ export default plugin;
 
 export { liveFilter, newCustomerDoc, type CustomerDoc } from "./customer-doc.js";
 export { metadataEntries, type MetadataEntryDoc } from "./metadata-index.js";
-export { NO_FILTERS, type CustomerFilters } from "./filters.js";
+export { canonicalFilters, metadataTerm, NO_FILTERS, type CustomerFilters } from "./filters.js";
+export { CursorCodec } from "./cursor.js";
+export { keysetWindow } from "./keyset.js";
 export { CustomersHandler, toCustomer } from "./customers-service.js";
 export { MongoCustomersRepository, type CustomersRepository } from "./customers-repository.js";

@@ -59,6 +59,26 @@ const DEFAULT_SPAN_MS = 3_600_000;
 /** Dates stay within what a JavaScript Date holds. */
 const MAX_TIME = 8_640_000_000_000_000;
 
+/**
+ * The condition of one window: after `edge` (strictly; ties at its time broken by id when it
+ * has one) up to `far` (inclusive), or up to the exclusive `stop` bound (none: to the end).
+ * [far, edge) in descending order, (edge, far] in ascending order.
+ */
+export function keysetWindow(
+  timeField: string,
+  idField: string,
+  dir: Direction,
+  edge: { readonly t: number; readonly id: string | undefined },
+  end: { readonly far: number } | { readonly stop: number | undefined },
+): Filter<Document> {
+  const farCond =
+    "far" in end ? { [dir < 0 ? "$gte" : "$lte"]: new Date(end.far) } : end.stop === undefined ? {} : { [dir < 0 ? "$gt" : "$lt"]: new Date(end.stop) };
+  const edgeOp = dir < 0 ? "$lt" : "$gt";
+  return edge.id === undefined
+    ? { [timeField]: { ...farCond, [edgeOp]: new Date(edge.t) } }
+    : { [timeField]: { ...farCond, [dir < 0 ? "$lte" : "$gte"]: new Date(edge.t) }, $or: [{ [timeField]: { [edgeOp]: new Date(edge.t) } }, { [idField]: { [edgeOp]: edge.id } }] };
+}
+
 /** Reads the next `n` documents of `source` within `range`. */
 export async function readKeyset<T extends Document>(source: KeysetSource<T>, range: KeysetRange, n: number): Promise<KeysetRead<T>> {
   const { dir } = range;
@@ -126,18 +146,8 @@ async function readWindows<T extends Document>(source: KeysetSource<T>, range: K
   for (;;) {
     const far = Math.max(-MAX_TIME, Math.min(MAX_TIME, edge + dir * span));
     const last = (stop !== undefined && (dir < 0 ? far <= stop : far >= stop)) || Math.abs(far) === MAX_TIME;
-    // [far, edge) in descending order, (edge, far] in ascending order; the stop bound is exclusive.
-    const farCond = last
-      ? stop === undefined
-        ? {}
-        : { [dir < 0 ? "$gt" : "$lt"]: new Date(stop) }
-      : { [dir < 0 ? "$gte" : "$lte"]: new Date(far) };
+    const exactWindow = { ...source.exact, ...keysetWindow(tf, idf, dir, { t: edge, id: edgeId }, last ? { stop } : { far }) } as Filter<T>;
     const edgeOp = dir < 0 ? "$lt" : "$gt";
-    const window: Filter<Document> =
-      edgeId === undefined
-        ? { [tf]: { ...farCond, [edgeOp]: new Date(edge) } }
-        : { [tf]: { ...farCond, [dir < 0 ? "$lte" : "$gte"]: new Date(edge) }, $or: [{ [tf]: { [edgeOp]: new Date(edge) } }, { [idf]: { [edgeOp]: edgeId } }] };
-    const exactWindow = { ...source.exact, ...window } as Filter<T>;
     const count = await dbCall(c.collectionName, "countDocuments", (o) => c.countDocuments(exactWindow, { ...o, limit: cap }));
     if (count >= cap && span > 1) {
       span = Math.max(1, Math.floor(span / 8));
