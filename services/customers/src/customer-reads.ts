@@ -159,8 +159,8 @@ export class CustomerReads {
   /** Customers by id, in the order of `ids` (missing ones left out). */
   private async fetch(ids: readonly string[]): Promise<CustomerDoc[]> {
     if (ids.length === 0) return [];
-    // `$or` of `_id` equalities: each one an `_id` index look-up on both databases.
-    const found = await dbCall("customers", "find", (o) => this.customers.find({ $or: ids.map((_id) => ({ _id })) }, o).toArray());
+    // An `_id` `$in`: look-ups in the `_id` index on both databases.
+    const found = await dbCall("customers", "find", (o) => this.customers.find({ _id: { $in: [...ids] } }, o).toArray());
     const byId = new Map(found.map((d) => [d._id, d]));
     return ids.flatMap((id) => byId.get(id) ?? []);
   }
