@@ -9,14 +9,15 @@
  */
 import { createHash } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Principal, Step } from "./context.js";
+import { isUnavailable, unavailable } from "@linquid/mesh";
+import type { GatewayRequest, Principal, Step } from "./context.js";
 import { HttpError } from "./http-error.js";
 
 /** Resolves a key hash; throws ConnectError Unauthenticated for unknown or revoked keys. */
 export type ResolveKeyHash = (keyHash: string) => Promise<Principal>;
 
 export interface Authenticator {
-  /** The principal of a plaintext key; throws HttpError 401/503. */
+  /** The principal of a plaintext key; throws HttpError 401, or Unavailable (503) when keys cannot be checked. */
   authenticate(key: string): Promise<Principal>;
 }
 
@@ -83,9 +84,8 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
         remember(hash, null);
         return null;
       }
-      if (ce !== undefined && (ce.code === Code.Unavailable || ce.code === Code.DeadlineExceeded || ce.code === Code.Canceled)) {
-        throw new HttpError(503, "SERVICE_UNAVAILABLE", "API keys cannot be checked right now, try again shortly");
-      }
+      // The workspaces service (or its database) cannot answer: 503 like any dependency (error-map.ts).
+      if (ce !== undefined && isUnavailable(ce)) throw unavailable("workspaces service", ce);
       // Anything else is a fault, not the caller's: a generic 500, logged by the pipeline.
       throw new ConnectError("API key lookup failed", Code.Internal, undefined, undefined, err);
     }
@@ -115,24 +115,57 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
   };
 }
 
-/** The key a request carries, or undefined when it carries none. */
-export function keyOf(headers: Readonly<Record<string, string | string[] | undefined>>): string | undefined {
-  const x = headers["x-api-key"];
-  if (typeof x === "string" && x.trim() !== "") return x.trim();
-  const auth = headers["authorization"];
-  if (typeof auth === "string") {
-    const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(auth);
-    if (m !== null) return m[1];
-  }
-  return undefined;
+/** The credentials a request carries: none, one key (possibly sent more than once), or several different ones. */
+export type Credentials = { readonly kind: "none" } | { readonly kind: "key"; readonly key: string } | { readonly kind: "conflict" };
+
+type Headers = Readonly<Record<string, string | string[] | undefined>>;
+
+/** Every value of a header, each header line apart (node:http keeps only the first Authorization in `headers`). */
+function valuesOf(headers: Headers, distinct: Headers | undefined, name: string): string[] {
+  const v = distinct?.[name] ?? headers[name];
+  return v === undefined ? [] : Array.isArray(v) ? v : [v];
 }
 
-/** Resolves the caller: 401 UNAUTHORIZED without a key, 401 INVALID_API_KEY for a bad one. */
+/**
+ * The keys a request carries, from X-API-Key and `Authorization: Bearer` (any other scheme is
+ * no key). A header sent twice, or values joined with commas as clients and proxies join
+ * repeated headers, count each; a key never holds a comma. The same key sent several ways is
+ * one key; different keys conflict (400: which one was meant cannot be told).
+ */
+export function credentialsOf(headers: Headers, distinct?: Headers): Credentials {
+  const keys = new Set<string>();
+  for (const v of valuesOf(headers, distinct, "x-api-key")) {
+    for (const part of v.split(",")) if (part.trim() !== "") keys.add(part.trim());
+  }
+  for (const v of valuesOf(headers, distinct, "authorization")) {
+    for (const part of v.split(",")) {
+      const m = /^[ \t]*Bearer[ \t]+(\S+)[ \t]*$/i.exec(part);
+      if (m !== null) keys.add(m[1]!);
+    }
+  }
+  if (keys.size === 0) return { kind: "none" };
+  if (keys.size > 1) return { kind: "conflict" };
+  return { kind: "key", key: [...keys][0]! };
+}
+
+/** The key a request carries, or undefined when it carries none (or several different ones). */
+export function keyOf(headers: Headers, distinct?: Headers): string | undefined {
+  const c = credentialsOf(headers, distinct);
+  return c.kind === "key" ? c.key : undefined;
+}
+
+/**
+ * Resolves the caller: 401 UNAUTHORIZED without a key, 401 INVALID_API_KEY for a bad one, 400
+ * VALIDATION_ERROR for different keys in one request.
+ */
 export function createAuthPolicy(authenticator: Authenticator): Step {
-  return async (req, next) => {
-    const key = keyOf(req.headers);
-    if (key === undefined) throw new HttpError(401, "UNAUTHORIZED", "missing API key: send it as X-API-Key or Authorization: Bearer");
-    req.principal = await authenticator.authenticate(key);
+  return async (req: GatewayRequest, next) => {
+    const c = credentialsOf(req.headers, req.headersDistinct);
+    if (c.kind === "none") throw new HttpError(401, "UNAUTHORIZED", "missing API key: send it as X-API-Key or Authorization: Bearer");
+    if (c.kind === "conflict") {
+      throw new HttpError(400, "VALIDATION_ERROR", "conflicting API keys: send one key, as X-API-Key or Authorization: Bearer", [{ field: "authorization", issue: "more than one API key sent" }]);
+    }
+    req.principal = await authenticator.authenticate(c.key);
     return next();
   };
 }

@@ -15,7 +15,17 @@ export interface ErrorMapping {
   readonly code: string;
   /** Fixed message for the caller; undefined = the service's own message (client errors only). */
   readonly message?: string;
+  /** Headers the answer carries (Retry-After on 503). */
+  readonly headers?: Readonly<Record<string, string>>;
 }
+
+/**
+ * Seconds a 503 asks the client to wait before retrying. Dependencies are watched continuously
+ * (a database within a second, peers within two), and the API answers again within 2 s of a
+ * dependency's return, so a short wait is the honest one.
+ */
+export const UNAVAILABLE_RETRY_AFTER_SECONDS = 1;
+const RETRY_LATER = { "retry-after": String(UNAVAILABLE_RETRY_AFTER_SECONDS) };
 
 const INTERNAL: ErrorMapping = { status: 500, code: "INTERNAL_ERROR", message: "an unexpected error occurred" };
 
@@ -38,9 +48,9 @@ export const ERROR_TABLE: ReadonlyMap<Code, ErrorMapping> = new Map<Code, ErrorM
   // 429 Too Many Requests: a service-side budget ran out.
   [Code.ResourceExhausted, { status: 429, code: "RATE_LIMITED" }],
   // 503 Service Unavailable: a backing service or database cannot be reached; retrying may help.
-  [Code.Unavailable, { status: 503, code: "SERVICE_UNAVAILABLE", message: "a backing service is unavailable, try again shortly" }],
+  [Code.Unavailable, { status: 503, code: "SERVICE_UNAVAILABLE", message: "a backing service is unavailable, try again shortly", headers: RETRY_LATER }],
   // 503 Service Unavailable: the backing service did not answer in time.
-  [Code.DeadlineExceeded, { status: 503, code: "SERVICE_UNAVAILABLE", message: "a backing service did not answer in time, try again shortly" }],
+  [Code.DeadlineExceeded, { status: 503, code: "SERVICE_UNAVAILABLE", message: "a backing service did not answer in time, try again shortly", headers: RETRY_LATER }],
   // 500 Internal Server Error: see ANALYTICS_INTERNAL for the analytics service.
   [Code.Internal, INTERNAL],
 ]);
@@ -66,7 +76,7 @@ export function toHttpError(err: unknown, service?: DescService): HttpError {
   const m = mappingOf(err.code, service);
   const message = m.message ?? (err.rawMessage.slice(0, MAX_MESSAGE) || m.code.toLowerCase().replace(/_/g, " "));
   const details = m.status === 400 ? safeViolations(err) : [];
-  return new HttpError(m.status, m.code, message, details.length > 0 ? details : undefined);
+  return new HttpError(m.status, m.code, message, details.length > 0 ? details : undefined, m.headers);
 }
 
 function safeViolations(err: ConnectError): ReturnType<typeof violationsOf> {

@@ -45,8 +45,41 @@ const BASE_HEADERS = {
   "x-content-type-options": "nosniff",
 } as const;
 
-/** Bytes of an oversized body read and thrown away after a 413, so the client sees the answer rather than a reset. */
-const DISCARD_LIMIT = 8 * 1024 * 1024;
+/**
+ * After an answer given while the request body was still arriving (a 413, or an answer that
+ * never needed the body), how much more of it is read and thrown away, and for how long, before
+ * the connection is cut. See `lingerAfterAnswer`.
+ */
+const LINGER_BYTES = 64 * 1024 * 1024;
+const LINGER_MS = 10_000;
+
+/**
+ * Ends a connection whose request body was not read to its end without losing the answer.
+ * node:http closes the socket as soon as a `Connection: close` answer is written, and the
+ * kernel turns a close with unread bytes (the rest of the body, still arriving) into a reset
+ * that can destroy the answer before the client reads it — what raw sockets and fetch saw of
+ * a 413. Instead: the answer, then a FIN (half-close), and the rest of the body is read and
+ * dropped until the client closes its side too (at most LINGER_BYTES, LINGER_MS).
+ */
+function lingerAfterAnswer(req: IncomingMessage): void {
+  const socket = req.socket as Socket & { destroySoon?: () => void; lingering?: boolean };
+  if (socket.lingering === true) return;
+  socket.lingering = true;
+  // node:http calls destroySoon() once the answer is written: half-close instead of closing.
+  socket.destroySoon = () => {
+    if (!socket.destroyed && socket.writable) socket.end();
+  };
+  const cut = () => socket.destroy();
+  let dropped = 0;
+  req.removeAllListeners("data");
+  req.on("data", (chunk: Buffer) => {
+    dropped += chunk.length;
+    if (dropped > LINGER_BYTES) cut();
+  });
+  req.resume();
+  socket.once("end", cut);
+  setTimeout(cut, LINGER_MS).unref();
+}
 
 function tooLarge(max: number): HttpError {
   return new HttpError(413, "PAYLOAD_TOO_LARGE", `request body is larger than ${max} bytes`);
@@ -64,7 +97,10 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     for (const [k, v] of Object.entries(BASE_HEADERS)) res.setHeader(k, v);
     for (const [k, v] of headers) res.setHeader(k, v);
     res.setHeader("content-length", Buffer.byteLength(answer.body));
-    if (close || draining) res.setHeader("connection", "close");
+    // A body still arriving (unread, or refused with 413) ends the connection after the answer, gracefully.
+    const unread = !res.req.complete;
+    if (unread) lingerAfterAnswer(res.req);
+    if (close || draining || unread) res.setHeader("connection", "close");
     res.end(answer.body);
   };
 
@@ -112,18 +148,13 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     }
   };
 
-  const discardRest = (req: IncomingMessage) => {
-    let discarded = 0;
-    req.removeAllListeners("data");
-    req.on("data", (chunk: Buffer) => {
-      discarded += chunk.length;
-      if (discarded > DISCARD_LIMIT) req.socket.destroy();
-    });
-    req.resume();
-    setTimeout(() => req.socket.destroy(), 5000).unref();
-  };
-
-  const onRequest = async (req: IncomingMessage, res: ServerResponse) => {
+  /**
+   * `expectsContinue`: the client sent `Expect: 100-continue` and waits for "100 Continue"
+   * before sending its body. It gets it only when the body is read, so a declared body over the
+   * limit (or a request refused before its body is needed) is answered without the client ever
+   * sending it.
+   */
+  const onRequest = async (req: IncomingMessage, res: ServerResponse, expectsContinue = false) => {
     inFlight++;
     res.once("close", () => {
       inFlight--;
@@ -158,17 +189,17 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
           const declared = Number(req.headers["content-length"] ?? "0");
           if (declared > maxBodyBytes) {
             close = true;
-            discardRest(req);
             reject(tooLarge(maxBodyBytes));
             return;
           }
+          if (expectsContinue) res.writeContinue();
           const chunks: Buffer[] = [];
           let size = 0;
           req.on("data", (chunk: Buffer) => {
             size += chunk.length;
             if (size > maxBodyBytes) {
               close = true;
-              discardRest(req);
+              req.removeAllListeners("data");
               reject(tooLarge(maxBodyBytes));
               return;
             }
@@ -184,6 +215,7 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
         path: under ? rawPath.slice(basePath.length) : "",
         query: new URLSearchParams(q < 0 ? "" : url.slice(q + 1)),
         headers: req.headers,
+        headersDistinct: req.headersDistinct,
         readBody,
         responseHeaders,
         signal: gone.signal,
@@ -212,6 +244,7 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     },
     (req, res) => void onRequest(req, res),
   );
+  server.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => void onRequest(req, res, true));
 
   // Requests node:http cannot parse still get the JSON envelope, never its plain-text default.
   server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {

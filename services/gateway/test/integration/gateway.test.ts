@@ -2,6 +2,7 @@
  * The gateway in a real mesh (workspaces plugin, Redis, FerretDB) in front of a stand-in for
  * the customers and analytics services reached over gRPC.
  */
+import { connect } from "node:net";
 import { Code } from "@connectrpc/connect";
 import { WorkspacesService } from "@linquid/contracts";
 import { ALL_SCOPES, startTestMesh, type TestMesh } from "@linquid/mesh/testing";
@@ -56,6 +57,31 @@ describe("gateway through the mesh", () => {
     const r = await mesh.request("POST", "/customers", { key, body: JSON.stringify({ externalId: "x", metadata: { pad: "p".repeat(1024 * 1024) } }) });
     expect(r).toMatchObject({ status: 413, body: { success: false, error: { code: "PAYLOAD_TOO_LARGE" } } });
     expect(r.headers.get("x-request-id")).toBeTruthy();
+  });
+
+  it("answers 400 to conflicting credentials: two different Bearer keys, or X-API-Key with another Bearer key", async () => {
+    const a = await mesh.workspace();
+    const b = await mesh.workspace();
+    const port = Number(new URL(mesh.host.gatewayUrl!).port);
+    // Two Authorization lines: only a raw socket sends them apart (fetch joins them with a comma).
+    const rawGet = (lines: string[]) =>
+      new Promise<string>((resolve) => {
+        const sock = connect(port, "127.0.0.1", () => sock.write(`GET ${mesh.config.apiBasePath}/customers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n${lines.join("\r\n")}\r\n\r\n`));
+        let out = "";
+        sock.on("data", (d: Buffer) => (out += d.toString()));
+        sock.on("close", () => resolve(out));
+      });
+    const two = await rawGet([`Authorization: Bearer ${a.key}`, `Authorization: Bearer ${b.key}`]);
+    expect(two).toMatch(/^HTTP\/1\.1 400 /);
+    expect(two).toContain('"code":"VALIDATION_ERROR"');
+    expect(two).toContain("conflicting API keys");
+    // The same key twice is one key.
+    expect(await rawGet([`Authorization: Bearer ${a.key}`, `Authorization: Bearer ${a.key}`])).toMatch(/^HTTP\/1\.1 200 /);
+    // Joined by a client, and X-API-Key against Bearer.
+    expect((await mesh.request("GET", "/customers", { headers: { authorization: `Bearer ${a.key}, Bearer ${b.key}` } })).status).toBe(400);
+    const mixed = await mesh.request("GET", "/customers", { key: a.key, headers: { authorization: `Bearer ${b.key}` } });
+    expect(mixed).toMatchObject({ status: 400, body: { success: false, error: { code: "VALIDATION_ERROR" } } });
+    expect((await mesh.request("GET", "/customers", { key: a.key, headers: { authorization: `Bearer ${a.key}` } })).status).toBe(200);
   });
 
   it("enforces every route's scope (route × scope matrix) and links:write", async () => {

@@ -1,5 +1,9 @@
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { request as httpRequest, Agent } from "node:http";
-import { connect } from "node:net";
+import { connect, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createLogger } from "@linquid/mesh";
 import { afterEach, describe, expect, it } from "vitest";
 import type { Answer, GatewayRequest } from "../../src/context.js";
@@ -133,5 +137,99 @@ describe("gateway HTTP server", () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
     expect(Date.now() - t0).toBeLessThan(1500);
     expect(await pending).toBeInstanceOf(Error);
+  });
+
+  describe("413 PAYLOAD_TOO_LARGE reaches every common client before the connection closes", () => {
+    const MiB = 1024 * 1024;
+    // As the pipeline does: the body is read only after auth and the rate limit.
+    const later = async (req: GatewayRequest): Promise<Answer> => {
+      await new Promise((r) => setTimeout(r, 10));
+      return echoBody(req);
+    };
+
+    /** Sends a request over a raw socket and returns everything read until the server closes. */
+    function raw(port: number, head: string, body: (sock: Socket) => Promise<void>): Promise<string> {
+      return new Promise((resolve) => {
+        let out = "";
+        const sock = connect(port, "127.0.0.1", () => {
+          sock.write(head);
+          void body(sock).catch(() => undefined);
+        });
+        sock.on("data", (d: Buffer) => (out += d.toString("latin1")));
+        sock.on("error", (e: NodeJS.ErrnoException) => (out += `<${e.code}>`));
+        sock.setTimeout(15_000, () => sock.destroy());
+        sock.on("close", () => resolve(out));
+      });
+    }
+    /** Writes `size` bytes as fast as the server takes them (each write waits for the previous one). */
+    const paced = (size: number, chunked = false) => async (sock: Socket) => {
+      const piece = Buffer.alloc(64 * 1024, "x");
+      for (let sent = 0; sent < size; sent += piece.length) {
+        const data = chunked ? Buffer.concat([Buffer.from(`${piece.length.toString(16)}\r\n`), piece, Buffer.from("\r\n")]) : piece;
+        await new Promise<void>((resolve, reject) => sock.write(data, (err) => (err ? reject(err) : resolve())));
+      }
+      if (chunked) sock.write("0\r\n\r\n");
+    };
+    const post = (extra: string) => `POST /api/customers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n${extra}\r\n`;
+
+    it("raw sockets: declared, paced past the old discard limit, chunked, and Expect: 100-continue", async () => {
+      const { url } = await start(later);
+      const port = Number(new URL(url).port);
+      const seen: string[] = [];
+      for (let i = 0; i < 10; i++) {
+        seen.push(await raw(port, post(`Content-Length: ${2 * MiB}\r\n`), async (sock) => void sock.write(Buffer.alloc(2 * MiB, "x"))));
+        seen.push(await raw(port, post(`Content-Length: ${20 * MiB}\r\n`), paced(20 * MiB)));
+        seen.push(await raw(port, post("Transfer-Encoding: chunked\r\n"), paced(2 * MiB, true)));
+      }
+      for (const out of seen) {
+        expect(out).toMatch(/^HTTP\/1\.1 413 /);
+        expect(out).toContain('{"success":false,"error":{"code":"PAYLOAD_TOO_LARGE"}}');
+        expect(out.toLowerCase()).toContain("connection: close");
+      }
+      // Expect: 100-continue with a declared size over the limit: 413 at once, no "100 Continue", no body sent.
+      const expecting = await raw(port, post(`Content-Length: ${2 * MiB}\r\nExpect: 100-continue\r\n`), async () => undefined);
+      expect(expecting).toMatch(/^HTTP\/1\.1 413 /);
+      expect(expecting).not.toContain("100 Continue");
+      // Within the limit, the client gets its "100 Continue" and the body is read.
+      const small = await raw(port, post(`Content-Length: 2\r\nExpect: 100-continue\r\nConnection: close\r\n`), async (sock) => {
+        await new Promise((r) => setTimeout(r, 50));
+        sock.write("{}");
+      });
+      expect(small).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /);
+      expect(small).toContain('"bytes":2');
+    });
+
+    it("fetch: bodies of 2 and 20 MiB", async () => {
+      const { url } = await start(later);
+      for (let i = 0; i < 10; i++) {
+        for (const size of [2 * MiB, 20 * MiB]) {
+          const res = await fetch(`${url}/api/customers`, { method: "POST", body: "y".repeat(size), headers: { "content-type": "application/json" } });
+          expect(res.status).toBe(413);
+          expect(await res.json()).toEqual({ success: false, error: { code: "PAYLOAD_TOO_LARGE" } });
+        }
+      }
+    });
+
+    it("curl: with and without Expect: 100-continue", async () => {
+      const { url } = await start(later);
+      const dir = mkdtempSync(join(tmpdir(), "linquid-413-"));
+      try {
+        const file = join(dir, "body.json");
+        writeFileSync(file, Buffer.alloc(20 * MiB, "z"));
+        const curl = (extra: string[]) =>
+          new Promise<string>((resolve) => {
+            const c = spawn("curl", ["-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}", "-H", "content-type: application/json", "--data-binary", `@${file}`, ...extra, `${url}/api/customers`]);
+            let out = "";
+            c.stdout.on("data", (d: Buffer) => (out += d.toString()));
+            c.on("close", () => resolve(out));
+          });
+        for (let i = 0; i < 5; i++) {
+          expect(await curl([])).toBe("413");
+          expect(await curl(["-H", "Expect:"])).toBe("413");
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
   });
 });

@@ -1,7 +1,8 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { createAuthenticator, grantedScopes, hashKey, keyOf, type ResolveKeyHash } from "../../src/auth.js";
+import { createAuthenticator, credentialsOf, grantedScopes, hashKey, keyOf, type ResolveKeyHash } from "../../src/auth.js";
 import type { Principal } from "../../src/context.js";
+import { toHttpError } from "../../src/error-map.js";
 import { HttpError } from "../../src/http-error.js";
 
 const KEY = "lw_live_" + "A".repeat(43);
@@ -36,13 +37,33 @@ describe("API key extraction", () => {
     [{ "x-api-key": KEY }, KEY],
     [{ authorization: `Bearer ${KEY}` }, KEY],
     [{ authorization: `bearer   ${KEY} ` }, KEY],
-    [{ "x-api-key": KEY, authorization: `Bearer ${OTHER}` }, KEY],
+    [{ "x-api-key": KEY, authorization: `Bearer ${KEY}` }, KEY],
+    [{ "x-api-key": KEY, authorization: `Basic ${OTHER}` }, KEY],
+    [{ "x-api-key": KEY, authorization: `Bearer ${OTHER}` }, undefined],
     [{ authorization: `Basic ${KEY}` }, undefined],
     [{ authorization: "Bearer" }, undefined],
     [{ "x-api-key": "  " }, undefined],
     [{}, undefined],
   ])("%j → %s", (headers, key) => {
     expect(keyOf(headers)).toBe(key);
+  });
+});
+
+describe("conflicting credentials", () => {
+  it.each([
+    // Two Authorization lines (node:http keeps only the first in `headers`; headersDistinct has both).
+    [{ authorization: `Bearer ${KEY}` }, { authorization: [`Bearer ${KEY}`, `Bearer ${OTHER}`] }, "conflict"],
+    [{ authorization: `Bearer ${KEY}` }, { authorization: [`Bearer ${KEY}`, `Bearer ${KEY}`] }, "key"],
+    // Repeated headers joined with commas, as fetch and proxies send them.
+    [{ authorization: `Bearer ${KEY}, Bearer ${OTHER}` }, undefined, "conflict"],
+    [{ "x-api-key": `${KEY}, ${OTHER}` }, undefined, "conflict"],
+    [{ "x-api-key": `${KEY}, ${KEY}` }, undefined, "key"],
+    [{ "x-api-key": KEY }, { "x-api-key": [KEY, OTHER] }, "conflict"],
+    [{ "x-api-key": KEY, authorization: `Bearer ${OTHER}` }, undefined, "conflict"],
+    [{ "x-api-key": KEY, authorization: `Basic abc, Bearer ${KEY}` }, undefined, "key"],
+    [{ authorization: "Basic abc" }, { authorization: ["Basic abc", "Basic def"] }, "none"],
+  ])("%j %j → %s", (headers, distinct, kind) => {
+    expect(credentialsOf(headers, distinct).kind).toBe(kind);
   });
 });
 
@@ -125,7 +146,9 @@ describe("authenticator", () => {
     const ws = fakeWorkspaces(new Map([[hashKey(KEY), principal]]));
     const auth = createAuthenticator({ resolve: ws.resolve, ttlMs: 2000 });
     ws.setDown(true);
-    expect(await status(auth.authenticate(KEY))).toBe("503 SERVICE_UNAVAILABLE");
+    // Unavailable, which the error map answers like any dependency: 503 with Retry-After.
+    const err = toHttpError(await auth.authenticate(KEY).catch((e: unknown) => e));
+    expect(err).toMatchObject({ status: 503, code: "SERVICE_UNAVAILABLE", headers: { "retry-after": "1" } });
     ws.setDown(false);
     expect(await status(auth.authenticate(KEY))).toBe("ok");
   });

@@ -35,6 +35,11 @@ describe("error map", () => {
     else expect(e.message).not.toContain("10.0.0.7");
   });
 
+  it("503s ask the client to retry shortly (Retry-After); other answers carry no extra header", () => {
+    for (const code of [Code.Unavailable, Code.DeadlineExceeded]) expect(toHttpError(new ConnectError("x", code), CustomersService).headers).toEqual({ "retry-after": "1" });
+    for (const code of [Code.NotFound, Code.Internal, Code.InvalidArgument]) expect(toHttpError(new ConnectError("x", code), CustomersService).headers).toBeUndefined();
+  });
+
   it("every 5xx line has a fixed message", () => {
     for (const [, m] of ERROR_TABLE) if (m.status >= 500) expect(m.message).toBeDefined();
   });
