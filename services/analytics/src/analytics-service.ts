@@ -31,7 +31,7 @@ import {
   type TrackLeadRequest,
   type TrackSaleRequest,
 } from "@linquid/contracts";
-import { Violations } from "@linquid/mesh";
+import { isUnavailable, unavailable, Violations } from "@linquid/mesh";
 import { checkRange } from "./dates.js";
 import type { Ingestion, TrackOutcome } from "./ingestion.js";
 import { cohorts, ltvCohorts } from "./reads.js";
@@ -189,7 +189,7 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
     } catch (err) {
       const ce = ConnectError.from(err);
       if (ce.code === Code.NotFound || ce.code === Code.InvalidArgument) throw new ConnectError("customer not found", Code.NotFound);
-      if (ce.code === Code.Unavailable || ce.code === Code.DeadlineExceeded) throw new ConnectError("customers service unavailable", Code.Unavailable, undefined, undefined, ce);
+      if (isUnavailable(ce)) throw unavailable("customers service", ce);
       throw ce;
     }
   }

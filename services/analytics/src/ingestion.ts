@@ -29,12 +29,12 @@
 import { performance } from "node:perf_hooks";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { CustomersService } from "@linquid/contracts";
-import { invalidArgument, newId, violationsIn, type Logger } from "@linquid/mesh";
+import { invalidArgument, isUnavailable, newId, unavailable, violationsIn, type Logger } from "@linquid/mesh";
 import type { AnalyticsRepository, ClickOwnerDoc, EventDoc } from "./repository.js";
 import type { Rollups } from "./rollups.js";
 import type { StatsPusher } from "./stats-push.js";
 import type { IncomingEvent } from "./validation.js";
-import { isUnavailable, type WorkspaceCurrencies } from "./workspace-currency.js";
+import type { WorkspaceCurrencies } from "./workspace-currency.js";
 import type { WriteOps } from "./write-ops.js";
 
 export interface TrackOutcome {
@@ -106,7 +106,7 @@ export class Ingestion {
         ({ results } = await customers.stitchCustomers({ workspaceId: ws, items: part }));
       } catch (err) {
         const ce = ConnectError.from(err);
-        if (isUnavailable(ce)) throw new ConnectError("customers service unavailable", Code.Unavailable, undefined, undefined, ce);
+        if (isUnavailable(ce)) throw unavailable("customers service", ce);
         throw new ConnectError("customer stitching failed", Code.Internal, undefined, undefined, ce);
       }
       part.forEach(({ externalId }, k) => {

@@ -1,12 +1,7 @@
 /** The reporting currency of each workspace, asked of the workspaces service once per process. */
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { WorkspacesService } from "@linquid/contracts";
-
-/** The codes of a call that did not reach an answer: the other service is down or slow. */
-export function isUnavailable(err: unknown): boolean {
-  const ce = ConnectError.from(err);
-  return ce.code === Code.Unavailable || ce.code === Code.DeadlineExceeded || ce.code === Code.Canceled;
-}
+import { isUnavailable, unavailable } from "@linquid/mesh";
 
 export class WorkspaceCurrencies {
   private readonly cache = new Map<string, string>();
@@ -24,7 +19,7 @@ export class WorkspaceCurrencies {
     } catch (err) {
       const ce = ConnectError.from(err);
       if (ce.code === Code.NotFound) throw new ConnectError("workspace not found", Code.NotFound);
-      if (isUnavailable(ce)) throw new ConnectError("workspaces service unavailable", Code.Unavailable, undefined, undefined, ce);
+      if (isUnavailable(ce)) throw unavailable("workspaces service", ce);
       throw ce;
     }
     this.cache.set(ws, currency);
