@@ -20,6 +20,7 @@ import {
   type GetJourneyRequest,
   type GetJourneySummaryRequest,
   type GetLtvCohortsRequest,
+  type ListSnapshotInvalidationsRequest,
   type RebuildWorkspaceRequest,
   type RecalculateLtvRequest,
   type RegisterCustomerRequest,
@@ -34,6 +35,7 @@ import {
 import { isUnavailable, unavailable, Violations } from "@linquid/mesh";
 import { checkRange } from "./dates.js";
 import type { Ingestion, TrackOutcome } from "./ingestion.js";
+import type { SnapshotInvalidations } from "./invalidations.js";
 import { cohorts, ltvCohorts } from "./reads.js";
 import type { AnalyticsRepository } from "./repository.js";
 import { stateOf, type Rollups } from "./rollups.js";
@@ -81,6 +83,7 @@ export interface AnalyticsParts {
   readonly rollups: Pick<Rollups, "recalculate" | "register" | "rebuild">;
   readonly stats: Pick<StatsPusher, "push">;
   readonly currencies: Pick<WorkspaceCurrencies, "of">;
+  readonly invalidations: Pick<SnapshotInvalidations, "since">;
 }
 
 export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
@@ -302,6 +305,11 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
     checkWorkspaceId(req.workspaceId);
     const r = await this.parts.rollups.rebuild(req.workspaceId);
     return { customers: BigInt(r.customers), events: BigInt(r.events) };
+  }
+
+  async listSnapshotInvalidations(req: ListSnapshotInvalidationsRequest) {
+    const page = await this.parts.invalidations.since(req.cursor);
+    return { invalidations: page.entries.map((e) => ({ id: e.id, workspaceId: e.workspaceId })), cursor: page.cursor, complete: page.complete };
   }
 }
 

@@ -1,12 +1,14 @@
 /**
  * The analytics plugin: serves linquid.analytics.v1.AnalyticsService on its own database,
  * reaching customers and workspaces only through their generated clients. A sweeper finishes
- * writes a crashed process left midway (recovery.ts).
+ * writes a crashed process left midway and rebuilds what they may have left inconsistent
+ * (recovery.ts); such repairs reach the gateway's snapshot cache through ListSnapshotInvalidations.
  */
 import { AnalyticsService, CustomersService, WorkspacesService } from "@linquid/contracts";
-import type { Plugin } from "@linquid/mesh";
+import { runDetached, type Plugin } from "@linquid/mesh";
 import { AnalyticsHandler } from "./analytics-service.js";
 import { Ingestion } from "./ingestion.js";
+import { SnapshotInvalidations } from "./invalidations.js";
 import { Recovery, SWEEP_EVERY_MS } from "./recovery.js";
 import { AnalyticsRepository } from "./repository.js";
 import { Rollups } from "./rollups.js";
@@ -23,15 +25,19 @@ const plugin: Plugin = {
     const customers = () => ctx.client(CustomersService);
     const currencies = new WorkspaceCurrencies(() => ctx.client(WorkspacesService));
     const stats = new StatsPusher(customers, currencies, ctx.logger);
-    const ops = new WriteOps(repo);
-    const rollups = new Rollups(repo, ops, stats);
+    const ops = new WriteOps(repo, ctx.config.recoveryAfterMs);
+    const invalidations = new SnapshotInvalidations(repo);
+    const rollups = new Rollups(repo, ops, stats, invalidations);
     const ingestion = new Ingestion(repo, rollups, ops, stats, currencies, customers, ctx.logger);
-    const recovery = new Recovery(repo, ops, rollups, stats, ctx.logger);
-    const handler = new AnalyticsHandler({ repo, ingestion, rollups, stats, currencies }, customers);
-    let sweeping: Promise<unknown> = Promise.resolve();
+    const recovery = new Recovery(repo, ops, rollups, stats, ctx.logger, invalidations);
+    const handler = new AnalyticsHandler({ repo, ingestion, rollups, stats, currencies, invalidations }, customers);
+    let sweeping: Promise<unknown> | undefined;
+    // Sweeps run outside any RPC; one at a time per process (a rebuild may outlast the period).
     const timer = setInterval(() => {
-      sweeping = recovery.sweep().catch((err: unknown) => ctx.logger.warn("recovery sweep failed", { error: (err as Error).message }));
-    }, SWEEP_EVERY_MS);
+      sweeping ??= runDetached(() => recovery.sweep())
+        .catch((err: unknown) => ctx.logger.warn("recovery sweep failed", { error: (err as Error).message }))
+        .finally(() => (sweeping = undefined));
+    }, Math.min(SWEEP_EVERY_MS, Math.ceil(ctx.config.recoveryAfterMs / 2)));
     timer.unref();
     return {
       services: [AnalyticsService],

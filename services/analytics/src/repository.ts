@@ -111,11 +111,22 @@ export interface OpDoc {
   due: Date;
 }
 
-/** The lease of a RebuildWorkspace in progress (write-ops.ts). */
+/**
+ * The lease of a RebuildWorkspace in progress (write-ops.ts). One whose `until` has passed
+ * belongs to a rebuild that died or failed midway, or was requested by recovery: either way
+ * a rebuild is due, and the recovery sweeper runs it (recovery.ts).
+ */
 export interface RebuildLeaseDoc {
   _id: string;
   token: string;
   until: Date;
+}
+
+/** A change of a workspace's analytics that cached snapshots do not show (ListSnapshotInvalidations). */
+export interface InvalidationDoc {
+  _id: string;
+  workspaceId: string;
+  at: Date;
 }
 
 function chunks<T>(list: readonly T[], size: number): T[][] {
@@ -145,6 +156,7 @@ export class AnalyticsRepository {
   readonly ltvCells: Collection<LtvCellDoc>;
   readonly ops: Collection<OpDoc>;
   readonly rebuilds: Collection<RebuildLeaseDoc>;
+  readonly invalidations: Collection<InvalidationDoc>;
   readonly timelines: Collection<TimelineDoc>;
   readonly members: Collection<MembersDoc>;
   constructor(db: Db) {
@@ -156,6 +168,7 @@ export class AnalyticsRepository {
     this.ltvCells = db.collection<LtvCellDoc>("ltv_cells");
     this.ops = db.collection<OpDoc>("write_ops");
     this.rebuilds = db.collection<RebuildLeaseDoc>("workspace_rebuilds");
+    this.invalidations = db.collection<InvalidationDoc>("snapshot_invalidations");
     this.timelines = db.collection<TimelineDoc>("customer_timelines");
     this.members = db.collection<MembersDoc>("cohort_members");
   }
@@ -181,6 +194,10 @@ export class AnalyticsRepository {
       { key: { due: 1 }, name: "due" },
       { key: { workspaceId: 1 }, name: "workspace" },
     ]);
+    // recovery finds rebuilds that are due (died midway, failed, or requested)
+    await ensureIndexes(this.rebuilds, [{ key: { until: 1 }, name: "until" }]);
+    // the invalidation channel is read and pruned by time
+    await ensureIndexes(this.invalidations, [{ key: { at: 1 }, name: "at" }]);
   }
 
   // -- events -----------------------------------------------------------------------------------
@@ -429,5 +446,31 @@ export class AnalyticsRepository {
 
   async deleteRebuildLease(ws: string, token: string): Promise<void> {
     await dbCall("workspace_rebuilds", "deleteOne", (o) => this.rebuilds.deleteOne({ _id: ws, token }, o));
+  }
+
+  /** Leases whose time has passed: rebuilds that are due (the `until` index). */
+  dueRebuilds(now: Date, limit: number): Promise<RebuildLeaseDoc[]> {
+    return dbCall("workspace_rebuilds", "find", (o) => this.rebuilds.find({ until: { $lte: now } }, o).sort({ until: 1 }).limit(limit).toArray());
+  }
+
+  /** Lets the lease held under `token` expire now, so the rebuild is due again; false when it changed. */
+  async expireRebuildLease(ws: string, token: string, now: Date): Promise<boolean> {
+    const r = await dbCall("workspace_rebuilds", "updateOne", (o) => this.rebuilds.updateOne({ _id: ws, token }, { $set: { until: now } }, o));
+    return r.matchedCount > 0;
+  }
+
+  // -- the snapshot invalidation channel (ListSnapshotInvalidations) ----------------------------
+
+  async insertInvalidation(doc: InvalidationDoc): Promise<void> {
+    await dbCall("snapshot_invalidations", "insertOne", (o) => this.invalidations.insertOne(doc, o));
+  }
+
+  /** Entries recorded at or after `since`, oldest first (the `at` index). */
+  invalidationsSince(since: Date, limit: number): Promise<InvalidationDoc[]> {
+    return dbCall("snapshot_invalidations", "find", (o) => this.invalidations.find({ at: { $gte: since } }, o).sort({ at: 1 }).limit(limit).toArray());
+  }
+
+  async deleteInvalidationsBefore(before: Date): Promise<void> {
+    await dbCall("snapshot_invalidations", "deleteMany", (o) => this.invalidations.deleteMany({ at: { $lt: before } }, o));
   }
 }

@@ -16,6 +16,7 @@
  * `recentOps`, so recovery can finish it and never fold it twice.
  */
 import { newId, pauseBeforeRetry } from "@linquid/mesh";
+import type { SnapshotInvalidations } from "./invalidations.js";
 import type { AnalyticsRepository, EventDoc, TotalsDoc } from "./repository.js";
 import { timelineEntry } from "./repository.js";
 import type { StatsPusher } from "./stats-push.js";
@@ -44,6 +45,7 @@ export class Rollups {
     readonly repo: AnalyticsRepository,
     private readonly ops: WriteOps,
     private readonly stats: StatsPusher,
+    private readonly invalidations: Pick<SnapshotInvalidations, "record">,
   ) {}
 
   /**
@@ -146,6 +148,7 @@ export class Rollups {
    */
   async rebuild(ws: string): Promise<{ customers: number; events: number }> {
     const lease = await this.ops.holdRebuild(ws);
+    let done = false;
     try {
       const versions = new Map<string, number>();
       const createdAt = new Map<string, Date>();
@@ -186,10 +189,15 @@ export class Rollups {
       await this.repo.applyDeltas(nonZero(deltas));
       await this.repo.insertMembersMany([...members].map(([hour, entries]) => ({ _id: `${ws}|${hour}`, workspaceId: ws, hour, entries })));
       lease.check();
+      // Snapshots from before show the old figures; until this is recorded the rebuild stays due.
+      await this.invalidations.record(ws);
+      done = true;
       await this.stats.push(ws, docs);
       return { customers: docs.length, events };
     } finally {
-      await lease.release();
+      // A rebuild that failed midway (it may have dropped rollups) stays due: recovery runs it again.
+      if (done) await lease.release();
+      else await lease.abandon().catch(() => undefined);
     }
   }
 }

@@ -19,6 +19,11 @@
  * while it runs, so one that crashed blocks writes for `LEASE_MS` at most; markers whose writer
  * is presumed dead (due) are discarded by the rebuild, which recomputes what they would have
  * written.
+ *
+ * A lease whose time has passed means a rebuild is due: one that crashed or failed midway
+ * (it may have dropped rollups and not written them back), or one that recovery requested
+ * because a crashed write may have left cells short. The recovery sweeper runs it (recovery.ts),
+ * taking the expired lease over; only a rebuild that finished deletes its lease.
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -35,11 +40,21 @@ const rebuilding = () => new ConnectError("analytics of this workspace are being
 export interface RebuildLease {
   /** Throws ABORTED when the lease was lost (not renewed in time and taken over). */
   check(): void;
+  /** The rebuild finished: the lease goes, writes resume. */
   release(): Promise<void>;
+  /** The rebuild failed midway: the lease expires now, so the rebuild is due again (recovery.ts). */
+  abandon(): Promise<void>;
 }
 
 export class WriteOps {
-  constructor(private readonly repo: AnalyticsRepository) {}
+  /**
+   * `staleMs`: the least time a marker is left to its writer before recovery may take it over
+   * (RECOVERY_AFTER_MS; `STALE_MS` by default).
+   */
+  constructor(
+    private readonly repo: AnalyticsRepository,
+    private readonly staleMs: number = STALE_MS,
+  ) {}
 
   /**
    * Records a write about to start; UNAVAILABLE (and no marker) while a rebuild of its
@@ -48,7 +63,7 @@ export class WriteOps {
   async begin(op: Omit<OpDoc, "startedAt" | "due">): Promise<void> {
     const now = Date.now();
     // Recovery must not take over a writer still within its deadline.
-    const due = new Date(now + Math.max(STALE_MS, remainingMs()));
+    const due = new Date(now + Math.max(this.staleMs, remainingMs()));
     await this.repo.insertOp({ ...op, startedAt: new Date(now), due });
     if (await this.rebuildRunning(op.workspaceId)) {
       await this.repo.deleteOp(op._id);
@@ -80,15 +95,28 @@ export class WriteOps {
     return this.repo.dueOps(new Date(), limit);
   }
 
-  /** Takes a due marker for recovery (for `STALE_MS`); null when another process took it first. */
+  /** Takes a due marker for recovery (for `staleMs`); null when another process took it first. */
   async lease(op: OpDoc): Promise<OpDoc | null> {
-    const due = new Date(Date.now() + STALE_MS);
+    const due = new Date(Date.now() + this.staleMs);
     return (await this.repo.moveOpDue(op, due)) ? { ...op, due } : null;
   }
 
   /** Gives a leased marker back at once (due now), e.g. to a rebuild that will discard it. */
   async giveBack(op: OpDoc): Promise<void> {
     await this.repo.moveOpDue(op, new Date());
+  }
+
+  /**
+   * Asks for a rebuild of `ws`, durably: an expired lease, which the recovery sweeper finds and
+   * runs. Nothing changes when a lease exists already (a rebuild runs, or is due).
+   */
+  async requestRebuild(ws: string): Promise<void> {
+    await this.repo.insertRebuildLease({ _id: ws, token: newId("rq"), until: new Date(0) });
+  }
+
+  /** Workspaces whose rebuild is due (expired leases), the longest overdue first. */
+  async dueRebuilds(limit: number): Promise<string[]> {
+    return (await this.repo.dueRebuilds(new Date(), limit)).map((l) => l._id);
   }
 
   /**
@@ -121,11 +149,15 @@ export class WriteOps {
         clearInterval(renewal);
         await this.repo.deleteRebuildLease(ws, token);
       },
+      abandon: async () => {
+        clearInterval(renewal);
+        await this.repo.expireRebuildLease(ws, token, new Date());
+      },
     };
     try {
       await this.drain(ws);
     } catch (err) {
-      await lease.release();
+      await lease.abandon();
       throw err;
     }
     return lease;

@@ -51,6 +51,12 @@ export interface MeshConfig {
   /** OTLP endpoint; unset = no export (OTEL_EXPORTER_OTLP_ENDPOINT). */
   readonly otlpEndpoint: string | undefined;
   /**
+   * How long the marker of an interrupted write is left to its writer before recovery takes it
+   * over (RECOVERY_AFTER_MS, default 60 s; at least the call's deadline in any case). Recovery
+   * sweeps every 30 s, or every half of this when that is shorter.
+   */
+  readonly recoveryAfterMs: number;
+  /**
    * Key that signs list cursors (CURSOR_SECRET, at least 32 characters); unset = a key the
    * customers plugin generates once and keeps in its database, shared by its replicas.
    */
@@ -160,6 +166,7 @@ export function loadConfig(env: Env = process.env): MeshConfig {
     shutdownTimeoutMs: int(env, "SHUTDOWN_TIMEOUT_MS", 8000, 100, 60_000),
     logLevel: logLevel as MeshConfig["logLevel"],
     otlpEndpoint: url(env, "OTEL_EXPORTER_OTLP_ENDPOINT", ["http:", "https:"]),
+    recoveryAfterMs: int(env, "RECOVERY_AFTER_MS", 60_000, 1000, 3_600_000),
     cursorSecret: cursorSecret === undefined || cursorSecret === "" ? undefined : cursorSecret,
   };
 }

@@ -1,8 +1,9 @@
 /**
  * Writes a crashed process left midway (write-ops.ts, recovery.ts), on the real database: the
- * recovery sweepers of two replicas finish each op once, a half-applied op is reported for a
- * rebuild instead of being folded twice, and a rebuild waits for live writers, discards dead
- * ones' markers and refuses writes while it runs.
+ * recovery sweepers of several replicas finish each op once; a half-applied op is never folded
+ * twice and its workspace is rebuilt by the sweeper, with no operator; a rebuild that died
+ * midway is run again; each repair is announced on the snapshot invalidation channel; and a
+ * rebuild waits for live writers, discards dead ones' markers and refuses writes while it runs.
  */
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -11,6 +12,7 @@ import { createLogger, newId } from "@linquid/mesh";
 import { pluginDatabase, startTestMesh, type TestMesh } from "@linquid/mesh/testing";
 import type { Db } from "mongodb";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { KEEP_MS, SnapshotInvalidations } from "../../src/invalidations.js";
 import { Recovery } from "../../src/recovery.js";
 import { AnalyticsRepository, type EventDoc, type OpDoc, type TotalsDoc } from "../../src/repository.js";
 import { Rollups } from "../../src/rollups.js";
@@ -32,8 +34,9 @@ describe("recovery of interrupted writes", () => {
     const currencies = new WorkspaceCurrencies(() => mesh.host.client(WorkspacesService));
     const stats = new StatsPusher(() => mesh.host.client(CustomersService), currencies, logger);
     const ops = new WriteOps(repo);
-    const rollups = new Rollups(repo, ops, stats);
-    return { recovery: new Recovery(repo, ops, rollups, stats, logger), ops };
+    const invalidations = new SnapshotInvalidations(repo);
+    const rollups = new Rollups(repo, ops, stats, invalidations);
+    return { recovery: new Recovery(repo, ops, rollups, stats, logger, invalidations), ops, invalidations };
   }
 
   beforeAll(async () => {
@@ -72,7 +75,7 @@ describe("recovery of interrupted writes", () => {
     const customerId = await customerWithLead(ws);
     const op = await crashedSale(ws, customerId, 700);
     const done = await Promise.all([replica(), replica(), replica()].map((r) => r.recovery.sweep()));
-    expect(done.reduce((a, b) => a + b, 0)).toBe(1);
+    expect(done.reduce((a, b) => a + b.recovered, 0)).toBe(1);
     expect(await repo.ops.findOne({ _id: op._id })).toBeNull();
     const t = await totalsOf(ws, customerId);
     expect(t).toMatchObject({ leads: 1, sales: 1, revenue: 700 });
@@ -81,17 +84,78 @@ describe("recovery of interrupted writes", () => {
     expect(cohorts.cohorts.map((c) => [c.cohort, c.customers, c.sales, c.revenue])).toEqual([["2026-03", 1n, 1n, 700n]]);
   });
 
-  it("reports an op whose totals were written but whose cells may not be, and never folds it twice", async () => {
+  /** The workspace's figures as the API answers them: month cohorts and LTV cohorts. */
+  async function figures(ws: string) {
+    const a = mesh.host.client(AnalyticsService);
+    const cohorts = await a.getCohorts({ workspaceId: ws, groupBy: "month" });
+    const ltv = await a.getLtvCohorts({ workspaceId: ws, months: 24 });
+    return {
+      cohorts: cohorts.cohorts.map((c) => [c.cohort, c.customers, c.sales, c.revenue]),
+      ltv: ltv.cohorts.filter((c) => c.customers > 0n).map((c) => [c.cohort, c.customers, c.cumulativeRevenue.at(-1)]),
+    };
+  }
+  const entriesFor = async (ws: string) => (await replica().invalidations.since("")).entries.filter((e) => e.workspaceId === ws);
+
+  it("repairs an op whose totals were written but whose cells may not be: never folded twice, the workspace rebuilt by the sweeper, the repair announced", async () => {
     const { id: ws } = await mesh.workspace({ currency: "USD" });
     const customerId = await customerWithLead(ws);
     const op = await crashedSale(ws, customerId, 300);
-    // The crash came after the totals write: the op is in recentOps already.
-    await repo.totals.updateOne({ _id: `${ws}:${customerId}` }, { $set: { sales: 1, revenue: 300 }, $push: { recentOps: op._id } });
+    // The crash came after the totals write and before the cells': the op is in recentOps, the cells lack the sale.
+    await repo.totals.updateOne({ _id: `${ws}:${customerId}` }, { $set: { sales: 1, revenue: 300, revenueByMonth: [{ month: "2026-03", revenue: 300 }] }, $push: { recentOps: op._id } });
+    expect((await figures(ws)).cohorts).toEqual([["2026-03", 1n, 0n, 0n]]);
     logged.length = 0;
-    await replica().recovery.sweep();
+    const result = await replica().recovery.sweep();
+    expect(result).toMatchObject({ recovered: 1, rebuilt: 1 });
     expect(await repo.ops.findOne({ _id: op._id })).toBeNull();
-    expect(await totalsOf(ws, customerId)).toMatchObject({ sales: 1, revenue: 300 });
-    expect(logged.some((l) => l.includes("run RebuildWorkspace") && l.includes(op._id))).toBe(true);
+    expect(await db.collection("workspace_rebuilds").findOne({ _id: ws as never })).toBeNull();
+    expect(await totalsOf(ws, customerId)).toMatchObject({ leads: 1, sales: 1, revenue: 300 });
+    // Cohorts and LTV end right, as a rebuild from the raw events computes them.
+    expect(await figures(ws)).toEqual({ cohorts: [["2026-03", 1n, 1n, 300n]], ltv: [["2026-03", 1n, 300n]] });
+    expect(logged.some((l) => l.includes("rebuilding the workspace") && l.includes(op._id))).toBe(true);
+    expect(await entriesFor(ws)).not.toHaveLength(0);
+  });
+
+  it("runs again a rebuild that died midway (its lease expired, its rollups dropped), and a requested one left by a crash", async () => {
+    const { id: ws } = await mesh.workspace({ currency: "USD" });
+    const customerId = await customerWithLead(ws);
+    await mesh.host.client(AnalyticsService).trackSale({ workspaceId: ws, externalId: "u1", amount: 450n, currency: "USD", invoiceId: "i1", timestamp: timestampFromDate(new Date("2026-04-02T00:00:00Z")) });
+    const before = await figures(ws);
+    expect(before.cohorts).toEqual([["2026-03", 1n, 1n, 450n]]);
+    // A rebuild that dropped the rollups and died: its lease was never released and has expired.
+    await repo.dropWorkspaceRollups(ws);
+    await db.collection("workspace_rebuilds").insertOne({ _id: ws as never, token: "rb_dead", until: new Date(Date.now() - 1000) });
+    expect((await figures(ws)).cohorts).toEqual([]);
+    // Any replica's sweep finds it by its lease and runs it, once.
+    const results = await Promise.all([replica(), replica()].map((r) => r.recovery.sweep()));
+    expect(results.reduce((a, b) => a + b.rebuilt, 0)).toBe(1);
+    expect(await figures(ws)).toEqual(before);
+    expect(await totalsOf(ws, customerId)).toMatchObject({ leads: 1, sales: 1, revenue: 450 });
+    expect(await db.collection("workspace_rebuilds").countDocuments({ _id: ws as never })).toBe(0);
+
+    // A rebuild requested by recovery whose process died before running it.
+    const r = replica();
+    await r.ops.requestRebuild(ws);
+    await repo.dropWorkspaceRollups(ws);
+    expect(await r.recovery.sweep()).toMatchObject({ rebuilt: 1 });
+    expect(await figures(ws)).toEqual(before);
+  });
+
+  it("answers the invalidation channel by cursor: every entry once past the overlap, repeats told by id, an expired cursor marked incomplete", async () => {
+    const { id: ws } = await mesh.workspace({ currency: "USD" });
+    const a = mesh.host.client(AnalyticsService);
+    const first = await a.listSnapshotInvalidations({ cursor: "" });
+    expect(first.complete).toBe(true);
+    await mesh.host.client(AnalyticsService).rebuildWorkspace({ workspaceId: ws }); // the operator's rebuild announces itself too
+    const second = await a.listSnapshotInvalidations({ cursor: first.cursor });
+    const mine = second.invalidations.filter((i) => i.workspaceId === ws);
+    expect(mine).toHaveLength(1);
+    expect(mine[0]!.id).toMatch(/^inv_/);
+    // The next cursor reaches back by the overlap: the entry may come again, with the same id.
+    const third = await a.listSnapshotInvalidations({ cursor: second.cursor });
+    expect(third.invalidations.filter((i) => i.workspaceId === ws).every((i) => i.id === mine[0]!.id)).toBe(true);
+    expect((await a.listSnapshotInvalidations({ cursor: String(Date.now() - KEEP_MS - 60_000) })).complete).toBe(false);
+    const bad = await a.listSnapshotInvalidations({ cursor: "yesterday" }).catch((e: unknown) => ConnectError.from(e));
+    expect((bad as ConnectError).code).toBe(Code.InvalidArgument);
   });
 
   it("lets a rebuild wait for a live writer, discard a dead one's marker, and refuse writes meanwhile", async () => {
