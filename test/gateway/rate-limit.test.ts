@@ -1,7 +1,9 @@
 /**
- * End to end: per-workspace request budgets, with Redis and with Redis unreachable.
+ * End to end: per-workspace request budgets, in Redis (one budget shared by two gateways), and
+ * with Redis unreachable.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { startTestMesh, type TestMesh } from "@linquid/mesh/testing";
 
 describe("rate limits end to end", () => {
@@ -82,5 +84,43 @@ describe("rate limits with Redis unreachable", () => {
     const limited = await mesh.request("GET", "/customers/count", { key });
     expect(limited.status).toBe(429);
     expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(0);
+  });
+});
+
+describe("rate limits in Redis, shared by two gateways", () => {
+  let a: TestMesh;
+  let b: TestMesh;
+  let redis: Redis;
+  beforeAll(async () => {
+    a = await startTestMesh();
+    // A second gateway (and replicas of the services) on the same databases and the same Redis.
+    b = await startTestMesh({ MONGODB_DB_PREFIX: a.config.mongodbDbPrefix });
+    redis = new Redis(inject("redisUrl"));
+  });
+  afterAll(async () => {
+    redis?.disconnect();
+    await b?.stop();
+    await a?.stop();
+  });
+
+  it("spends one bucket, the Redis key rl:{workspace}, from either gateway: the budget holds across both", async () => {
+    const { id, key } = await a.workspace({ rateLimit: 10 });
+    const remaining: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const r = await (i % 2 === 0 ? a : b).request("GET", "/customers/count", { key });
+      expect(r.status).toBe(200);
+      remaining.push(r.headers.get("x-ratelimit-remaining")!);
+    }
+    // Each gateway sees what the other spent: one count, not two per-process ones.
+    expect(remaining).toEqual(["9", "8", "7", "6", "5", "4"]);
+    const bucket = await redis.hgetall(`rl:{${id}}`);
+    expect(Number(bucket["tokens"])).toBeCloseTo(4, 1);
+    expect(Number(bucket["ts"])).toBeGreaterThan(Date.now() - 60_000);
+    expect(await redis.pttl(`rl:{${id}}`)).toBeGreaterThan(0);
+    // Concurrently through both: exactly the 4 left are admitted.
+    const statuses = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? a : b).request("GET", "/customers/count", { key }).then((r) => r.status)));
+    expect(statuses.filter((s) => s === 200)).toHaveLength(4);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(16);
+    expect(Number(await redis.hget(`rl:{${id}}`, "tokens"))).toBeLessThan(1);
   });
 });

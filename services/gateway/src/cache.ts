@@ -3,18 +3,27 @@
  * overrides every route, 0 disables caching).
  *
  * Key: `snap:{ws}:{generation}:{sha256(rpc, method, path variables, known query)}`. The
- * generation is a per-workspace counter (`gen:{ws}`); every successful call of a route with
- * invalidates_cache bumps it before the answer leaves, so a caller always reads its own
- * writes and old snapshots simply age out. Path variables (which may be `ext_<externalId>`)
- * only ever enter a key hashed; the cached value is the answer body itself.
+ * generation is a per-workspace value (`gen:{ws}`) that every successful call of a route with
+ * invalidates_cache replaces with a fresh random one before the answer leaves, so a caller
+ * always reads its own writes and old snapshots simply age out. A random value rather than a
+ * counter: a Redis that restarts empty would count again from zero and bring back generations
+ * that snapshots written around the restart still carry. Path variables (which may be
+ * `ext_<externalId>`) only ever enter a key hashed; the cached value is the answer body itself.
  *
  * Only 200 answers are stored. Redis down → answers are computed (X-Cache: MISS), never an
- * error. A bump that could not be made (Redis away during a write) makes this process skip
- * cache reads for the longest TTL after, so a snapshot from before the outage is never
- * served over a write made during it.
+ * error. A new generation that could not be written (Redis away during a write) is owed to
+ * that workspace alone: its snapshots are not read until it is written, which is tried again
+ * every 250 ms and at once when Redis is back — so the cache recovers per workspace, as soon as
+ * Redis answers, and other gateways stop serving the old snapshots then too. (A snapshot
+ * outlives its write by its TTL at most, so a debt older than the longest TTL plus the RPC
+ * deadline is dropped.)
+ *
+ * `invalidate(ws)` does the same for changes made outside the gateway (the analytics service's
+ * repairs, announced on its invalidation channel: invalidations.ts); `distrustAll()` stops
+ * reading every snapshot for the longest TTL, for when that channel may have missed entries.
  */
-import { createHash } from "node:crypto";
-import { redisCall, redisReady, type Logger, type PluginContext } from "@linquid/mesh";
+import { createHash, randomBytes } from "node:crypto";
+import { DEFAULT_TIMEOUT_MS, redisCall, redisReady, type Logger, type PluginContext } from "@linquid/mesh";
 import type { Answer, GatewayRequest, Step } from "./context.js";
 
 type Redis = NonNullable<PluginContext["redis"]>;
@@ -23,10 +32,24 @@ export interface CacheOptions {
   readonly redis: Redis | undefined;
   /** CACHE_TTL_SECONDS: overrides every route's TTL when set; 0 disables caching. */
   readonly ttlOverrideSeconds: number | undefined;
-  /** The longest TTL any route may use: how long to distrust snapshots after a missed bump. */
+  /** The longest TTL any route may use: how long a snapshot can outlive a write it missed. */
   readonly maxTtlSeconds: number;
   readonly logger: Logger;
   readonly now?: () => number;
+  /** How often owed generations are written again while Redis is away (default 250 ms). */
+  readonly retryEveryMs?: number;
+}
+
+export interface SnapshotCache {
+  /** The pipeline step. */
+  readonly policy: Step;
+  /** Drops the workspace's snapshots (a new generation); owed until Redis takes it. */
+  invalidate(workspaceId: string): Promise<void>;
+  /** Reads no snapshot of any workspace for the longest TTL. */
+  distrustAll(): void;
+  /** Workspaces whose new generation could not be written yet. */
+  owed(): readonly string[];
+  stop(): void;
 }
 
 export function generationKey(workspaceId: string): string {
@@ -41,9 +64,15 @@ export function snapshotKey(req: GatewayRequest, workspaceId: string, generation
   return `snap:{${workspaceId}}:${generation}:${createHash("sha256").update(what).digest("hex")}`;
 }
 
-export function createCachePolicy(options: CacheOptions): Step {
+/** Most workspaces remembered as owing a generation; beyond that, every snapshot is distrusted instead. */
+const MAX_OWED = 100_000;
+
+export function createSnapshotCache(options: CacheOptions): SnapshotCache {
   const now = options.now ?? Date.now;
   const { redis, logger } = options;
+  // A debt older than this cannot matter: every snapshot it protected against has expired.
+  const debtLifeMs = options.maxTtlSeconds * 1000 + DEFAULT_TIMEOUT_MS;
+  const owed = new Map<string, number>();
   let distrustUntil = 0;
   let warnedAt = 0;
   const failed = (what: string, err: unknown) => {
@@ -52,24 +81,47 @@ export function createCachePolicy(options: CacheOptions): Step {
       logger.warn(`snapshot cache: ${what} failed, serving uncached`, { error: err instanceof Error ? err.message : String(err) });
     }
   };
+  const distrustAll = () => {
+    distrustUntil = now() + options.maxTtlSeconds * 1000;
+  };
 
-  const bump = async (workspaceId: string): Promise<void> => {
+  /** Writes a new generation for `ws`; on failure the workspace owes it. True when written. */
+  const bump = async (ws: string): Promise<boolean> => {
     try {
       if (!redisReady(redis)) throw new Error("redis not ready");
-      await redisCall("incr", () => redis.incr(generationKey(workspaceId)));
+      await redisCall("set", () => redis.set(generationKey(ws), randomBytes(8).toString("hex")));
+      owed.delete(ws);
+      return true;
     } catch (err) {
-      distrustUntil = now() + options.maxTtlSeconds * 1000;
+      if (!owed.has(ws)) owed.set(ws, now());
+      if (owed.size > MAX_OWED) {
+        owed.clear();
+        distrustAll();
+      }
       failed("generation bump", err);
+      return false;
     }
   };
 
-  return async (req, next): Promise<Answer> => {
+  let paying: Promise<void> | undefined;
+  const payDebts = () => {
+    if (owed.size === 0 || !redisReady(redis)) return;
+    paying ??= (async () => {
+      const oldest = now() - debtLifeMs;
+      for (const [ws, since] of [...owed]) {
+        if (since < oldest) owed.delete(ws);
+        else if (!(await bump(ws))) break;
+      }
+    })().finally(() => (paying = undefined));
+  };
+  const timer = setInterval(payDebts, options.retryEveryMs ?? 250);
+  timer.unref();
+  redis?.on("ready", payDebts);
+
+  const policy: Step = async (req, next): Promise<Answer> => {
     const route = req.route?.route;
     const ws = req.principal?.workspaceId;
     if (route === undefined || ws === undefined) throw new Error("cache policy ran before routing or auth");
-
-    // A streamed body is never a snapshot.
-    if (route.stream !== undefined) return next();
 
     if (route.policy.invalidatesCache) {
       const answer = await next();
@@ -81,6 +133,8 @@ export function createCachePolicy(options: CacheOptions): Step {
     if (ttl <= 0) return next();
     req.responseHeaders.set("x-cache", "MISS");
     if (!redisReady(redis)) return next();
+    // Snapshots of a workspace that owes a generation may predate one of its writes.
+    if (owed.has(ws) && !(await bump(ws))) return next();
 
     let key: string;
     try {
@@ -103,4 +157,20 @@ export function createCachePolicy(options: CacheOptions): Step {
     }
     return answer;
   };
+
+  return {
+    policy,
+    invalidate: async (ws) => void (await bump(ws)),
+    distrustAll,
+    owed: () => [...owed.keys()],
+    stop() {
+      clearInterval(timer);
+      redis?.off("ready", payDebts);
+    },
+  };
+}
+
+/** The cache's pipeline step alone (see createSnapshotCache). */
+export function createCachePolicy(options: CacheOptions): Step {
+  return createSnapshotCache(options).policy;
 }

@@ -8,8 +8,9 @@ import { Code, ConnectError, type CallOptions } from "@connectrpc/connect";
 import { AnalyticsService, CustomersService, WorkspacesService, type AuthenticateApiKeyResponse } from "@linquid/contracts";
 import type { Plugin } from "@linquid/mesh";
 import { createAuthenticator, grantedScopes } from "./auth.js";
-import { createCachePolicy } from "./cache.js";
+import { createSnapshotCache } from "./cache.js";
 import type { Principal } from "./context.js";
+import { startInvalidationFeed } from "./invalidations.js";
 import { createPipeline, type Invoke, type InvokeStream } from "./pipeline.js";
 import { createFallbackLimiter } from "./rate-limit.js";
 import { buildRoutes, createRouteTable } from "./route-table.js";
@@ -56,15 +57,22 @@ const plugin: Plugin = {
 
     const override = ctx.config.cacheTtlSeconds;
     const maxTtlSeconds = override ?? Math.max(0, ...routes.routes.map((r) => r.policy.cacheTtlSeconds));
+    const cache = createSnapshotCache({ redis: ctx.redis, ttlOverrideSeconds: override, maxTtlSeconds, logger: logger.child("cache") });
     const pipeline = createPipeline({
       routes,
       authenticator,
       limiter: createFallbackLimiter(ctx.redis, logger.child("rate-limit")),
-      cache: createCachePolicy({ redis: ctx.redis, ttlOverrideSeconds: override, maxTtlSeconds, logger: logger.child("cache") }),
+      cache: cache.policy,
       invoke,
       invokeStream,
       logger,
     });
+    // Repairs the analytics service makes on its own reach the cache through its invalidation channel.
+    const analytics = ctx.client(AnalyticsService);
+    const feed =
+      ctx.redis !== undefined && maxTtlSeconds > 0
+        ? startInvalidationFeed({ list: (cursor) => analytics.listSnapshotInvalidations({ cursor }, { timeoutMs: 2000 }), cache, logger: logger.child("invalidations") })
+        : undefined;
 
     const server = createGatewayServer({
       basePath: ctx.config.apiBasePath,
@@ -75,7 +83,14 @@ const plugin: Plugin = {
     });
     const url = await server.listen(ctx.config.gatewayPort, ctx.config.bindHost);
     logger.info("serving REST", { url: `${url}${ctx.config.apiBasePath}`, routes: routes.routes.length });
-    return { url, stop: () => server.stop() };
+    return {
+      url,
+      stop: async () => {
+        await server.stop();
+        await feed?.stop();
+        cache.stop();
+      },
+    };
   },
 };
 
