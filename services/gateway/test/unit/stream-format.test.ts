@@ -59,7 +59,7 @@ describe("CSV cells", () => {
         for (const c of parsed) expect(c).not.toMatch(/^[=+\-@\t\r]/);
       }),
     );
-  });
+  }, 30_000); // a property of many runs: no wall-clock budget of a single assertion
 });
 
 describe("record writers", () => {
