@@ -456,16 +456,20 @@ async function churnWalk(api: string, key: string, ws: string, n: number, custom
     return res.status;
   };
   let walking = true;
-  const churn = (async () => {
-    const queue = [...doomed];
-    let created = 0;
-    let deleted = 0;
-    while (walking && (created < CHURN || deleted < queue.length)) {
-      if (created < CHURN) created += (await req("POST", "/customers", { externalId: `churn-${created}` })) < 300 ? 1 : 0;
-      if (deleted < queue.length) deleted += (await req("DELETE", `/customers/${queue[deleted]}`)) === 200 ? 1 : 0;
-    }
-    return { created, deleted };
-  })();
+  // Four clients create and delete while the walk runs; what they did before it ended counts.
+  const queue = [...doomed];
+  let created = 0;
+  let deleted = 0;
+  let nextCreate = 0;
+  const churn = Promise.all(
+    Array.from({ length: 4 }, async () => {
+      while (walking && (nextCreate < CHURN || queue.length > 0)) {
+        if (nextCreate < CHURN && (await req("POST", "/customers", { externalId: `churn-${nextCreate++}` })) < 300 && walking) created++;
+        const id = queue.shift();
+        if (id !== undefined && (await req("DELETE", `/customers/${id}`)) === 200 && walking) deleted++;
+      }
+    }),
+  ).then(() => ({ created, deleted }));
   const seen = new Map<string, number>();
   const t = performance.now();
   let pages = 0;
@@ -479,12 +483,12 @@ async function churnWalk(api: string, key: string, ws: string, n: number, custom
   } while (cursor !== null);
   const elapsed = performance.now() - t;
   walking = false;
-  const { created, deleted } = await churn;
+  const done = await churn;
   const missing = [...survivors].filter((id) => seen.get(id) !== 1).length;
   const twice = [...seen.values()].filter((k) => k > 1).length;
   return [
     "",
-    `Cursor walk of ${n.toLocaleString("en-US")} customers (limit 100, newest first) while ${created} were created and ${deleted} deleted through the API meanwhile:`,
+    `Cursor walk of ${n.toLocaleString("en-US")} customers (limit 100, newest first) while ${done.created} were created and ${done.deleted} deleted through the API meanwhile:`,
     `  ${pages} pages in ${ms(elapsed)} (${ms(elapsed / pages)} a page); customers that lived throughout: ${survivors.size.toLocaleString("en-US")}, seen exactly once: ${(survivors.size - missing).toLocaleString("en-US")}, seen more than once (any customer): ${twice} — ${missing === 0 && twice === 0 ? "correct" : "WRONG"}`,
   ];
 }
