@@ -15,7 +15,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AnalyticsService, TrackedEventSchema, WorkspacesService, type TrackedEvent } from "@linquid/contracts";
-import { serviceAddress } from "@linquid/mesh";
+import { seededRandom, serviceAddress } from "@linquid/mesh";
 import { pathToFileURL } from "node:url";
 
 export interface GenerateOptions {
@@ -45,17 +45,6 @@ export interface GenerateResult {
   ms: number;
 }
 
-/** mulberry32: a small seeded PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const LINKS = Array.from({ length: 8 }, (_, i) => `lnk_${i}`);
 const CAMPAIGNS = ["spring_sale", "summer_launch", "black_friday", "newsletter_q2", "brand", undefined];
@@ -124,7 +113,7 @@ function customerEvents(i: number, o: GenerateOptions, rnd: () => number): Gen[]
 
 /** Sends the traffic; events go out roughly in time order per group of customers, with late ones and replays. */
 export async function generate(analytics: Client<typeof AnalyticsService>, workspaceId: string, o: GenerateOptions): Promise<GenerateResult> {
-  const rnd = prng(o.seed);
+  const rnd = seededRandom(o.seed);
   const started = Date.now();
   const result: GenerateResult = { events: 0, accepted: 0, duplicates: 0, rejected: 0, customers: 0, ms: 0 };
   let late: TrackedEvent[] = [];

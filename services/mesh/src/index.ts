@@ -7,7 +7,7 @@ export { fromMongoError, fromPeerError, isBrokenConnection, isDuplicateKeyError,
 export { watchDatabase, withDatabaseWatch, type DatabaseWatch, type DatabaseWatchOptions } from "./db-watch.js";
 export { DataDirInUseError, freePort, startFerretDb, startRedisServer, type EmbeddedServer } from "./embedded.js";
 export { createPeerFailureInterceptor, isSafeMethod, startHost, type Host, type HostOptions } from "./host.js";
-export { newId } from "./ids.js";
+export { newId, seededRandom } from "./ids.js";
 export { createLogger, type Logger, type LogLevel } from "./logger.js";
 export { connectMongo, dbCall, dbStream, ensureIndexes, insertIfAbsent, insertManyNew, pluginDb, type DbOptions } from "./mongo.js";
 export { pluginOfService, type Plugin, type PluginContext, type RunningPlugin } from "./plugin.js";

@@ -4,7 +4,7 @@
  * and renames never leave two live customers with one externalId.
  */
 import { Code } from "@connectrpc/connect";
-import { newId } from "@linquid/mesh";
+import { newId, seededRandom } from "@linquid/mesh";
 import { startTestMesh, type TestMesh } from "@linquid/mesh/testing";
 import type { Db } from "mongodb";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -12,17 +12,6 @@ import { newCustomerDoc, type CustomerDoc } from "../../src/customer-doc.js";
 import { MongoCustomersRepository } from "../../src/customers-repository.js";
 import { customersDb } from "./helpers.js";
 
-/** mulberry32: a small, fast generator of numbers in [0, 1) from a 32-bit seed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe("identity keys", () => {
   let mesh: TestMesh;
@@ -122,7 +111,7 @@ describe("identity keys", () => {
     // again (IDENTITY_RACE_SEED=<seed>); how they interleave is up to the database's timing.
     const seed = Number(process.env["IDENTITY_RACE_SEED"] ?? Math.floor(Math.random() * 2 ** 31));
     console.log(`identity race seed: ${seed} (replay the operations with IDENTITY_RACE_SEED=${seed})`);
-    const random = seeded(seed);
+    const random = seededRandom(seed);
     // grace 0 fences and poisons writes in flight at once: the most hostile interleavings
     const eager = new MongoCustomersRepository(db, { keyGraceMs: 0 });
     for (let round = 0; round < 8; round++) {
