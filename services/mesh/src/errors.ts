@@ -149,31 +149,46 @@ function nodeCodes(err: unknown): string[] {
 }
 
 /**
- * True when a call to another service failed in the transport, without an answer from the
- * service: a broken or refused connection, or a connection that stopped answering PINGs.
- * Errors the service itself answered carry no Node error as cause.
+ * A call whose stream the connection cancelled (a session torn down under it: the peer's
+ * process died, its socket closed) rather than the caller: connect-node reports both as
+ * CANCELED, and only the caller knows whether it gave up itself (`callerAborted`).
  */
-export function isPeerUnreachable(err: unknown): boolean {
-  if (!(err instanceof ConnectError)) return false;
-  if (err.code === Code.DeadlineExceeded || err.code === Code.Canceled) return false;
+function isCancelledUnderCaller(err: ConnectError, callerAborted: boolean): boolean {
+  return err.code === Code.Canceled && !callerAborted;
+}
+
+/**
+ * True when a call to another service failed in the transport, without an answer from the
+ * service: a broken or refused connection, a connection that stopped answering PINGs, a stream
+ * cancelled by its connection's end. Errors the service itself answered carry no Node error as
+ * cause; a deadline passing or the caller giving up are not the peer's failure.
+ */
+export function isPeerUnreachable(err: unknown, callerAborted = false): boolean {
+  if (!(err instanceof ConnectError) || err.code === Code.DeadlineExceeded) return false;
+  if (err.code === Code.Canceled) return isCancelledUnderCaller(err, callerAborted);
   if (nodeCodes(err).some((c) => BROKEN_CONNECTION_CODES.has(c))) return true;
   // connect-node's own words for a connection it gave up on (see its http2-session-manager).
   return err.code === Code.Unavailable && /PING timed out|connection aborted|http\/2 stream closed with error code REFUSED_STREAM/.test(err.rawMessage);
 }
 
 /**
- * True when a call failed because its connection broke under it (reset, closed, GOAWAY):
- * a fresh connection may well reach a restarted peer or another replica, so a safe call may be
- * retried. Refused connections and PING timeouts are not worth an immediate retry.
+ * True when a call failed because its connection broke under it (reset, closed, GOAWAY, its
+ * stream cancelled by the connection's end): a fresh connection may well reach a restarted peer
+ * or another replica, so a safe call may be retried. Refused connections and PING timeouts are
+ * not worth an immediate retry.
  */
-export function isBrokenConnection(err: unknown): boolean {
-  if (!(err instanceof ConnectError) || err.code === Code.DeadlineExceeded || err.code === Code.Canceled) return false;
+export function isBrokenConnection(err: unknown, callerAborted = false): boolean {
+  if (!(err instanceof ConnectError) || err.code === Code.DeadlineExceeded) return false;
+  if (err.code === Code.Canceled) return isCancelledUnderCaller(err, callerAborted);
   const codes = nodeCodes(err);
   if (codes.includes("ECONNREFUSED")) return false;
   return codes.some((c) => BROKEN_CONNECTION_CODES.has(c) && c !== "ETIMEDOUT" && c !== "ENOTFOUND" && c !== "EAI_AGAIN");
 }
 
-/** Maps a failed call to service `peer`: transport failures become Unavailable, answers pass through. */
-export function fromPeerError(err: unknown, peer: string): unknown {
-  return isPeerUnreachable(err) ? unavailable(`${peer} service`, err) : err;
+/**
+ * Maps a failed call to service `peer`: transport failures become Unavailable, answers pass
+ * through. `callerAborted`: the caller's own signal had fired (its deadline, or it gave up).
+ */
+export function fromPeerError(err: unknown, peer: string, callerAborted = false): unknown {
+  return isPeerUnreachable(err, callerAborted) ? unavailable(`${peer} service`, err) : err;
 }

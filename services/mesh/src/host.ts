@@ -7,9 +7,10 @@
  * ALL_PLUGINS order → one HTTP/2 server speaking gRPC, gRPC-Web and Connect for every
  * service of this process, with grpc.health.v1. Stop runs the other way and waits.
  */
+import { EventEmitter } from "node:events";
 import { createServer as createH2Server, type Http2Server, type ServerHttp2Session } from "node:http2";
 import { createClient, createRouterTransport, Code, ConnectError, type Client, type ConnectRouter, type Interceptor, type Transport } from "@connectrpc/connect";
-import { connectNodeAdapter, createGrpcTransport } from "@connectrpc/connect-node";
+import { connectNodeAdapter, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { getOption, hasOption, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import { MethodOptions_IdempotencyLevel as Idempotency } from "@bufbuild/protobuf/wkt";
 import { HealthCheckResponse_ServingStatus as Status, http } from "@linquid/contracts";
@@ -78,18 +79,23 @@ export function isSafeMethod(method: DescMethod): boolean {
  * Calls to a service in another process: a call that got no answer (the connection broke, was
  * refused or stopped answering PINGs: the peer crashed, restarted or hangs) fails with
  * Unavailable, never as an internal error; a safe unary call whose connection broke under it is
- * sent once more on a fresh connection (a restarted peer or another replica may answer).
+ * sent once more on a fresh connection (a restarted peer or another replica may answer). Only a
+ * break that came quickly is retried: a connection torn down after its PING went unanswered
+ * (the peer hangs) would hang the retry as long again.
  */
 export function createPeerFailureInterceptor(peer: string): Interceptor {
   return (next) => async (req) => {
+    const started = Date.now();
     try {
       return await next(req);
     } catch (err) {
-      if (req.stream || !isSafeMethod(req.method) || !isBrokenConnection(err) || req.signal.aborted) throw fromPeerError(err, peer);
+      const aborted = req.signal.aborted;
+      const quick = Date.now() - started < PEER_PING.pingTimeoutMs;
+      if (req.stream || aborted || !quick || !isSafeMethod(req.method) || !isBrokenConnection(err, aborted)) throw fromPeerError(err, peer, aborted);
       try {
         return await next(req);
       } catch (again) {
-        throw fromPeerError(again, peer);
+        throw fromPeerError(again, peer, req.signal.aborted);
       }
     }
   };
@@ -101,6 +107,34 @@ export function createPeerFailureInterceptor(peer: string): Interceptor {
  * Unavailable within 2 s instead of at their deadline.
  */
 export const PEER_PING = { pingIntervalMs: 1000, pingTimeoutMs: 1000 } as const;
+
+/**
+ * connect-node's session manager, with every session it opens holding an 'error' listener for
+ * its whole life. A session whose PING timed out is destroyed with an error; when that happens
+ * after the manager has let go of it (it replaced or verified the connection meanwhile), node
+ * emits the error with no listener left, which ends the process: a hung peer would crash its
+ * callers. The error still reaches the streams and the manager as before. (connect-node 2.2.0:
+ * the sessions pass through the manager's `setState`.)
+ */
+class PeerSessionManager extends Http2SessionManager {}
+{
+  type State = { t: string; conn?: unknown };
+  const base = (Http2SessionManager.prototype as unknown as { setState(this: unknown, s: State): void }).setState;
+  (PeerSessionManager.prototype as unknown as { setState(this: unknown, s: State): void }).setState = function (this: unknown, state: State) {
+    if (state.t === "ready" && state.conn instanceof EventEmitter && state.conn.listenerCount("error") < 10) state.conn.on("error", () => undefined);
+    base.call(this, state);
+  };
+}
+
+/** The transport to a service in another process: gRPC with PINGs, peer failures translated. */
+function createPeerTransport(peer: string, baseUrl: string, interceptors: Interceptor[]): Transport {
+  return createGrpcTransport({
+    baseUrl,
+    interceptors: [...interceptors, createPeerFailureInterceptor(peer)],
+    defaultTimeoutMs: 15_000,
+    sessionManager: new PeerSessionManager(baseUrl, PEER_PING),
+  });
+}
 
 /** A transport that builds the real one on first use, so plugins may depend on each other in any order. */
 function lazyTransport(make: () => Transport): Transport {
@@ -215,7 +249,7 @@ export async function startHost(config: MeshConfig, options: HostOptions = {}): 
         if (baseUrl === undefined) {
           throw new ConfigError(`${owner.toUpperCase()}_ADDR: required, the ${owner} plugin does not run in this process`);
         }
-        t = inheritDeadlines(createGrpcTransport({ baseUrl, interceptors: [...clientInterceptors, createPeerFailureInterceptor(owner)], defaultTimeoutMs: 15_000, ...PEER_PING }));
+        t = inheritDeadlines(createPeerTransport(owner, baseUrl, clientInterceptors));
         remote.set(owner, t);
       }
       return t;

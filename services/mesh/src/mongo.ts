@@ -33,12 +33,14 @@ const tracer = trace.getTracer("linquid.mongodb");
  * An RPC learns that the database is down or hung from the database watch (db-watch.ts), within
  * a second; these settings bound what the driver itself waits for, in RPCs and background work
  * alike:
- * - the driver's heartbeat asks the server every second and gives up on an answer after 2 s
+ * - the driver's heartbeat asks the server every second and gives up on an answer after 10 s
  *   (connectTimeoutMS): a hung server is then dropped and the commands in flight on it fail
- *   (the pool is cleared with its in-use connections interrupted), background work included;
+ *   (the pool is cleared with its in-use connections interrupted), background work included.
+ *   Not shorter: a heartbeat that times out fails every command in flight, and a busy machine
+ *   (a restarted server taking every process's connections at once) must not do that;
  * - server selection gives up after 2 s; a restarted server is found by the next heartbeat, or
  *   at once when an operation waits for one;
- * - opening a connection (TCP and handshake) gives up after 2 s;
+ * - opening a connection (TCP and handshake) gives up after 10 s, for the same reason;
  * - a connection silent for 2 minutes is given up even while the server answers heartbeats.
  *   Commands carry `maxTimeMS` (the RPC's deadline, deadline.ts), which the server enforces;
  *   this only bounds one that a faulty server never ends. It is longer than any single command
@@ -48,7 +50,7 @@ const tracer = trace.getTracer("linquid.mongodb");
 export async function connectMongo(uri: string, timeoutMs = 5000): Promise<MongoClient> {
   const client = new MongoClient(uri, {
     serverSelectionTimeoutMS: 2000,
-    connectTimeoutMS: 2000,
+    connectTimeoutMS: 10_000,
     socketTimeoutMS: 120_000,
     heartbeatFrequencyMS: 1000,
     maxPoolSize: 50,

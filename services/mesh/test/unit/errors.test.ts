@@ -64,6 +64,14 @@ describe("errors of calls to other services", () => {
     }
   });
 
+  it("tells a stream cancelled by its connection's end (the peer died) from the caller giving up", () => {
+    const cancelled = new ConnectError("http/2 stream closed with error code CANCEL (0x8)", Code.Canceled);
+    expect((fromPeerError(cancelled, "analytics") as ConnectError).code).toBe(Code.Unavailable);
+    expect(isBrokenConnection(cancelled)).toBe(true);
+    expect(fromPeerError(cancelled, "analytics", true)).toBe(cancelled);
+    expect(isBrokenConnection(cancelled, true)).toBe(false);
+  });
+
   it("passes the service's own answers through, deadlines included", () => {
     const deadline = new ConnectError("deadline", Code.DeadlineExceeded, undefined, undefined, sysError("ETIMEDOUT"));
     for (const err of [answered, internal, deadline]) {
