@@ -13,9 +13,9 @@
  * Rebuild lease. A rebuild recomputes a workspace's totals and cells from the raw events and
  * replaces them; a write landing between its reads and its replacement would be lost or counted
  * twice. So the two exclude each other with two single-document writes each way: a write
- * inserts its marker, then reads the lease, and backs out (UNAVAILABLE, "retry shortly") when a
- * rebuild holds it; a rebuild takes the lease, then waits until every marker of its workspace
- * is gone. Whatever the interleaving, one of the two sees the other. A rebuild renews its lease
+ * inserts its marker, then reads the lease, and backs out when a rebuild holds it (it waits for
+ * the rebuild up to REBUILD_WAIT_MS, then answers UNAVAILABLE, "retry shortly"); a rebuild takes
+ * the lease, then waits until every marker of its workspace is gone. Whatever the interleaving, one of the two sees the other. A rebuild renews its lease
  * while it runs, so one that crashed blocks writes for `LEASE_MS` at most; markers whose writer
  * is presumed dead (due) are discarded by the rebuild, which recomputes what they would have
  * written.
@@ -34,6 +34,8 @@ import type { AnalyticsRepository, OpDoc } from "./repository.js";
 export const STALE_MS = 60_000;
 /** How long a rebuild's lease lasts unless renewed (it is renewed every third of that). */
 export const LEASE_MS = 30_000;
+/** How long a write waits for a rebuild of its workspace before it is refused. */
+export const REBUILD_WAIT_MS = 5_000;
 
 const rebuilding = () => new ConnectError("analytics of this workspace are being rebuilt; retry shortly", Code.Unavailable);
 
@@ -57,17 +59,24 @@ export class WriteOps {
   ) {}
 
   /**
-   * Records a write about to start; UNAVAILABLE (and no marker) while a rebuild of its
-   * workspace runs.
+   * Records a write about to start. While a rebuild of its workspace runs, the write waits for
+   * it without a marker (so the rebuild, which waits for markers, can finish) for up to
+   * `REBUILD_WAIT_MS`, keeping at least a second of its deadline for itself; a rebuild that
+   * outlasts that refuses it with UNAVAILABLE ("retry shortly"), nothing written.
    */
   async begin(op: Omit<OpDoc, "startedAt" | "due">): Promise<void> {
-    const now = Date.now();
-    // Recovery must not take over a writer still within its deadline.
-    const due = new Date(now + Math.max(this.staleMs, remainingMs()));
-    await this.repo.insertOp({ ...op, startedAt: new Date(now), due });
-    if (await this.rebuildRunning(op.workspaceId)) {
+    const waitUntil = Date.now() + Math.min(REBUILD_WAIT_MS, remainingMs() - 1000);
+    for (;;) {
+      const now = Date.now();
+      // Recovery must not take over a writer still within its deadline.
+      const due = new Date(now + Math.max(this.staleMs, remainingMs()));
+      await this.repo.insertOp({ ...op, startedAt: new Date(now), due });
+      if (!(await this.rebuildRunning(op.workspaceId))) return;
       await this.repo.deleteOp(op._id);
-      throw rebuilding();
+      do {
+        if (Date.now() + 100 > waitUntil) throw rebuilding();
+        await sleep(100);
+      } while (await this.rebuildRunning(op.workspaceId));
     }
   }
 

@@ -158,7 +158,7 @@ describe("recovery of interrupted writes", () => {
     expect((bad as ConnectError).code).toBe(Code.InvalidArgument);
   });
 
-  it("lets a rebuild wait for a live writer, discard a dead one's marker, and refuse writes meanwhile", async () => {
+  it("lets a rebuild wait for a live writer and discard a dead one's marker; writes meanwhile wait for it, or are refused when they cannot wait", async () => {
     const { id: ws } = await mesh.workspace({ currency: "USD" });
     const customerId = await customerWithLead(ws);
     const dead = await crashedSale(ws, customerId, 500);
@@ -167,22 +167,29 @@ describe("recovery of interrupted writes", () => {
     const a = mesh.host.client(AnalyticsService);
     const started = Date.now();
     const rebuild = a.rebuildWorkspace({ workspaceId: ws });
-    // While the rebuild holds its lease, a write of the workspace is refused with UNAVAILABLE.
+    // While the rebuild holds its lease, a write of the workspace waits for it...
     for (let i = 0; i < 100 && (await db.collection("workspace_rebuilds").countDocuments({ _id: ws as never })) === 0; i++) await new Promise((r) => setTimeout(r, 20));
-    const refused = await a.trackLead({ workspaceId: ws, externalId: "u2", eventId: "l2" }).catch((e: unknown) => ConnectError.from(e));
+    let waitedUntil = 0;
+    const waiting = a.trackLead({ workspaceId: ws, externalId: "u2", eventId: "l2" }).then((r) => ((waitedUntil = Date.now()), r));
+    // ...and one whose deadline leaves no time to wait is refused with UNAVAILABLE, nothing written.
+    const refused = await a.trackLead({ workspaceId: ws, externalId: "u3", eventId: "l3" }, { timeoutMs: 1200 }).catch((e: unknown) => ConnectError.from(e));
     expect(refused).toBeInstanceOf(ConnectError);
     expect((refused as ConnectError).code).toBe(Code.Unavailable);
     // The live writer finishes after 300 ms; only then does the rebuild go on.
     await new Promise((r) => setTimeout(r, 300));
     await repo.ops.deleteOne({ _id: live._id });
     const rebuilt = await rebuild;
-    expect(Date.now() - started).toBeGreaterThanOrEqual(300);
+    const rebuiltAt = Date.now();
+    expect(rebuiltAt - started).toBeGreaterThanOrEqual(300);
     // The dead writer's marker is gone and its stored sale counted (the rebuild folds every stored event).
     expect(rebuilt).toMatchObject({ customers: 1n, events: 2n });
     expect(await repo.ops.findOne({ _id: dead._id })).toBeNull();
     expect(await repo.ops.countDocuments({ workspaceId: ws })).toBe(0);
     expect(await totalsOf(ws, customerId)).toMatchObject({ leads: 1, sales: 1, revenue: 500 });
-    // And writes go through again.
-    expect((await a.trackLead({ workspaceId: ws, externalId: "u2", eventId: "l2" })).duplicate).toBe(false);
+    // The waiting write went through once the rebuild was done, and writes go through again.
+    expect((await waiting).duplicate).toBe(false);
+    expect(waitedUntil).toBeGreaterThanOrEqual(rebuiltAt - 50);
+    expect(await repo.events.countDocuments({ workspaceId: ws, externalId: "u3" })).toBe(0);
+    expect((await a.trackLead({ workspaceId: ws, externalId: "u4", eventId: "l4" })).duplicate).toBe(false);
   });
 });
