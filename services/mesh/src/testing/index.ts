@@ -3,8 +3,6 @@
  * the run's FerretDB/MongoDB and Redis, on free ports, in a database namespace of its own,
  * with workspaces and API keys made through the real WorkspacesService.
  */
-import { spawn } from "node:child_process";
-import { fileURLToPath } from "node:url";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { DescService } from "@bufbuild/protobuf";
@@ -16,6 +14,7 @@ import { startHost, type Host } from "../host.js";
 import { newId } from "../ids.js";
 import { createClientTracingInterceptor } from "../rpc-tracing.js";
 import { createLogger } from "../logger.js";
+import { spawnMesh, type MeshProcess } from "./processes.js";
 
 export interface TestMesh {
   readonly host: Host;
@@ -104,20 +103,8 @@ export async function pluginDatabase(mesh: TestMesh, plugin: string): Promise<{ 
   return { db: client.db(`${mesh.config.mongodbDbPrefix}_${plugin}`), close: () => client.close() };
 }
 
-/** A mesh running in a child process, as a replica in another pod runs. */
-export interface MeshProcess {
-  readonly pid: number;
-  /** Base URL of its gRPC server. */
-  readonly grpcUrl: string;
-  /** A client over real gRPC (HTTP/2) to it. */
-  grpcClient<S extends DescService>(service: S): Client<S>;
-  /** What it logged so far (JSON lines), for failure messages. */
-  log(): string;
-  /** SIGTERM, then waits for it to exit. */
-  stop(): Promise<void>;
-}
-
-const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
+export type { MeshProcess } from "./processes.js";
+export { spawnMesh } from "./processes.js";
 
 /**
  * Replicas of `main`'s plugins: `count` mesh processes on `main`'s database prefix, each with
@@ -141,51 +128,6 @@ export async function startReplicas<S extends DescService>(
  * ports, without Redis. `env` picks its plugins and wiring; pass another mesh's
  * `config.mongodbDbPrefix` as MONGODB_DB_PREFIX to make it a replica of that mesh's plugins.
  */
-export async function startMeshProcess(env: Record<string, string>): Promise<MeshProcess> {
-  const child = spawn(process.execPath, ["--import", "tsx", MAIN], {
-    env: {
-      PATH: process.env["PATH"] ?? "",
-      HOME: process.env["HOME"] ?? "/tmp",
-      MONGODB_URI: inject("mongodbUri"),
-      REDIS_URL: "none",
-      GRPC_PORT: "0",
-      PORT: "0",
-      LOG_LEVEL: "info",
-      SHUTDOWN_TIMEOUT_MS: "2000",
-      ...env,
-    },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let log = "";
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  const grpcUrl = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`mesh process did not start within 30 s: ${log}`)), 30_000);
-    child.stderr!.on("data", (d: Buffer) => {
-      log += d.toString();
-      // Whole lines only: a chunk may end inside one.
-      const started = log.split("\n").slice(0, -1).find((line) => line.includes('"msg":"mesh started"'));
-      if (started === undefined) return;
-      clearTimeout(timer);
-      resolve((JSON.parse(started) as { grpc: string }).grpc);
-    });
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`mesh process exited with ${code}: ${log}`));
-    });
-  });
-  const transports: Array<ReturnType<typeof createGrpcTransport>> = [];
-  return {
-    pid: child.pid!,
-    grpcUrl,
-    grpcClient(service) {
-      const t = createGrpcTransport({ baseUrl: grpcUrl, interceptors: [createClientTracingInterceptor()] });
-      transports.push(t);
-      return createClient(service, t);
-    },
-    log: () => log,
-    async stop() {
-      if (child.exitCode === null) child.kill("SIGTERM");
-      await exited;
-    },
-  };
+export function startMeshProcess(env: Record<string, string>): Promise<MeshProcess> {
+  return spawnMesh({ MONGODB_URI: inject("mongodbUri"), REDIS_URL: "none", ...env });
 }
