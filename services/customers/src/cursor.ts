@@ -54,6 +54,8 @@ export class CursorCodec {
     if (!SHAPE.test(cursor)) return null;
     const [payload, mac] = cursor.split(".") as [string, string];
     const given = Buffer.from(mac, "base64url");
+    // Only the canonical spelling: a last character differing in unused bits decodes alike.
+    if (given.toString("base64url") !== mac) return null;
     if (!this.keys.some((k) => timingSafeEqual(this.mac(k, payload, scope), given))) return null;
     let value: unknown;
     try {
