@@ -110,7 +110,8 @@ describe("mesh process", () => {
   it("owns its embedded backends: they die with it on kill -9; a second start on its data directory refuses with one line; the next start takes over", async () => {
     const dataDir = mkdtempSync(join(tmpdir(), "linquid-own-"));
     dirs.push(dataDir);
-    const env = { DATA_DIR: dataDir, GRPC_PORT: "0", PORT: "0", FERRETDB_BIN: inject("ferretdbBin"), REDIS_SERVER_BIN: inject("redisServerBin"), LOG_LEVEL: "info" };
+    // Two plugins are enough to need both backends, and start faster than four (the others are never called).
+    const env = { DATA_DIR: dataDir, MESH_PLUGINS: "workspaces,gateway", CUSTOMERS_ADDR: "http://127.0.0.1:1", ANALYTICS_ADDR: "http://127.0.0.1:1", GRPC_PORT: "0", PORT: "0", FERRETDB_BIN: inject("ferretdbBin"), REDIS_SERVER_BIN: inject("redisServerBin"), LOG_LEVEL: "info" };
     const started = async (run: ReturnType<typeof runMain>) => {
       const deadline = Date.now() + 30_000;
       while (!run.stderr().includes('"msg":"mesh started"')) {
