@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file linquid/policy/v1/policy.proto.
  */
 export const file_linquid_policy_v1_policy: GenFile = /*@__PURE__*/
-  fileDesc("Ch5saW5xdWlkL3BvbGljeS92MS9wb2xpY3kucHJvdG8SEWxpbnF1aWQucG9saWN5LnYxIq8BCgtSb3V0ZVBvbGljeRINCgVzY29wZRgBIAEoCRITCgtlbnRpdGxlbWVudBgCIAEoCRIZChFjYWNoZV90dGxfc2Vjb25kcxgDIAEoDRIZChFpbnZhbGlkYXRlc19jYWNoZRgEIAEoCBIVCg1jcmVhdGVkX2ZpZWxkGAUgASgJEhIKCndoZW5fcXVlcnkYBiABKAkSGwoTc3RyZWFtX2Zvcm1hdF9maWVsZBgHIAEoCTpWCgVyb3V0ZRIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGLSHAyABKAsyHi5saW5xdWlkLnBvbGljeS52MS5Sb3V0ZVBvbGljeVIFcm91dGViBnByb3RvMw", [file_google_protobuf_descriptor]);
+  fileDesc("Ch5saW5xdWlkL3BvbGljeS92MS9wb2xpY3kucHJvdG8SEWxpbnF1aWQucG9saWN5LnYxIq8BCgtSb3V0ZVBvbGljeRINCgVzY29wZRgBIAEoCRITCgtlbnRpdGxlbWVudBgCIAEoCRIZChFjYWNoZV90dGxfc2Vjb25kcxgDIAEoDRIZChFpbnZhbGlkYXRlc19jYWNoZRgEIAEoCBIVCg1jcmVhdGVkX2ZpZWxkGAUgASgJEhIKCndoZW5fcXVlcnkYBiABKAkSGwoTc3RyZWFtX2Zvcm1hdF9maWVsZBgHIAEoCSI3CgxBY2Nlc3NQb2xpY3kSFQoNb3BlcmF0b3Jfb25seRgBIAEoCBIQCghzZXJ2aWNlcxgCIAMoCTpWCgVyb3V0ZRIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGLSHAyABKAsyHi5saW5xdWlkLnBvbGljeS52MS5Sb3V0ZVBvbGljeVIFcm91dGU6WQoGYWNjZXNzEh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMYtYcDIAEoCzIfLmxpbnF1aWQucG9saWN5LnYxLkFjY2Vzc1BvbGljeVIGYWNjZXNzYgZwcm90bzM", [file_google_protobuf_descriptor]);
 
 /**
  * RoutePolicy is what the gateway enforces for a method that has a REST mapping
@@ -95,8 +95,49 @@ export const RoutePolicySchema: GenMessage<RoutePolicy> = /*@__PURE__*/
   messageDesc(file_linquid_policy_v1_policy, 0);
 
 /**
+ * AccessPolicy says who may call a method over the network once internal
+ * authentication is on (TLS_CERT, TLS_KEY, TLS_CA: docs/internal-auth.md). A
+ * caller is named by its client certificate: `service:<plugin>` for the mesh's
+ * own services, `operator:<name>` for operator tools such as the admin CLI.
+ * Operators may call every method. Without this option, every service may call
+ * the method as well. Calls within one process are not checked.
+ *
+ * @generated from message linquid.policy.v1.AccessPolicy
+ */
+export type AccessPolicy = Message<"linquid.policy.v1.AccessPolicy"> & {
+  /**
+   * Only operators may call it: workspaces, API keys, rebuilds and other admin
+   * work that no service does on its own.
+   *
+   * @generated from field: bool operator_only = 1;
+   */
+  operatorOnly: boolean;
+
+  /**
+   * The services (plugin names, e.g. "gateway") that may call it besides
+   * operators; empty = every service. Ignored when operator_only is set.
+   *
+   * @generated from field: repeated string services = 2;
+   */
+  services: string[];
+};
+
+/**
+ * Describes the message linquid.policy.v1.AccessPolicy.
+ * Use `create(AccessPolicySchema)` to create a new message.
+ */
+export const AccessPolicySchema: GenMessage<AccessPolicy> = /*@__PURE__*/
+  messageDesc(file_linquid_policy_v1_policy, 1);
+
+/**
  * @generated from extension: linquid.policy.v1.RoutePolicy route = 50100;
  */
 export const route: GenExtension<MethodOptions, RoutePolicy> = /*@__PURE__*/
   extDesc(file_linquid_policy_v1_policy, 0);
+
+/**
+ * @generated from extension: linquid.policy.v1.AccessPolicy access = 50101;
+ */
+export const access: GenExtension<MethodOptions, AccessPolicy> = /*@__PURE__*/
+  extDesc(file_linquid_policy_v1_policy, 1);
 
