@@ -6,6 +6,7 @@
 export * from "./gen/linquid/customers/v1/customers_pb.js";
 export * from "./gen/linquid/analytics/v1/analytics_pb.js";
 export * from "./gen/linquid/workspaces/v1/workspaces_pb.js";
+export * from "./gen/linquid/workspaces/v1/idempotency_pb.js";
 export * from "./gen/linquid/policy/v1/policy_pb.js";
 export * from "./gen/linquid/type/v1/pagination_pb.js";
 export * from "./gen/grpc/health/v1/health_pb.js";

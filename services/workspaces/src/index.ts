@@ -1,8 +1,13 @@
 /**
- * The workspaces plugin: serves linquid.workspaces.v1.WorkspacesService on its own database.
+ * The workspaces plugin: serves linquid.workspaces.v1.WorkspacesService and IdempotencyService
+ * (the gateway's Idempotency-Key records; why they live here: idempotency.proto) on its own
+ * database.
  */
-import { WorkspacesService } from "@linquid/contracts";
+import { IdempotencyService, WorkspacesService } from "@linquid/contracts";
 import type { Plugin } from "@linquid/mesh";
+import { IdempotencyHandler } from "./idempotency-service.js";
+import { MongoIdempotencyStore } from "./idempotency-store.js";
+import { IdempotencySweeper } from "./idempotency-sweeper.js";
 import { MongoWorkspacesRepository } from "./repository.js";
 import { WorkspacesHandler } from "./workspaces-service.js";
 
@@ -13,10 +18,17 @@ const plugin: Plugin = {
     const repo = new MongoWorkspacesRepository(ctx.db);
     await repo.ensureIndexes();
     const handler = new WorkspacesHandler(repo, ctx.config.planRateLimits);
+    const idempotency = new MongoIdempotencyStore(ctx.db);
+    await idempotency.ensureIndexes();
+    const sweeper = new IdempotencySweeper(idempotency, ctx.logger.child("idempotency-sweeper"));
+    sweeper.start();
     return {
-      services: [WorkspacesService],
-      routes: (router) => router.service(WorkspacesService, handler),
-      stop: async () => {},
+      services: [WorkspacesService, IdempotencyService],
+      routes: (router) => {
+        router.service(WorkspacesService, handler);
+        router.service(IdempotencyService, new IdempotencyHandler(idempotency));
+      },
+      stop: () => sweeper.stop(),
     };
   },
 };
