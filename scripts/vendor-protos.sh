@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=node_modules/google-proto-files
-for f in google/api/annotations.proto google/api/http.proto google/rpc/error_details.proto; do
+for f in google/api/annotations.proto google/api/http.proto google/rpc/code.proto google/rpc/error_details.proto; do
   mkdir -p "third_party/$(dirname "$f")"
   cmp -s "$src/$f" "third_party/$f" || cp "$src/$f" "third_party/$f"
 done

@@ -6,13 +6,15 @@ import type { GenExtension, GenFile, GenMessage } from "@bufbuild/protobuf/codeg
 import { extDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { MethodOptions } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_descriptor } from "@bufbuild/protobuf/wkt";
+import type { Code } from "../../../google/rpc/code_pb.js";
+import { file_google_rpc_code } from "../../../google/rpc/code_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file linquid/policy/v1/policy.proto.
  */
 export const file_linquid_policy_v1_policy: GenFile = /*@__PURE__*/
-  fileDesc("Ch5saW5xdWlkL3BvbGljeS92MS9wb2xpY3kucHJvdG8SEWxpbnF1aWQucG9saWN5LnYxIq8BCgtSb3V0ZVBvbGljeRINCgVzY29wZRgBIAEoCRITCgtlbnRpdGxlbWVudBgCIAEoCRIZChFjYWNoZV90dGxfc2Vjb25kcxgDIAEoDRIZChFpbnZhbGlkYXRlc19jYWNoZRgEIAEoCBIVCg1jcmVhdGVkX2ZpZWxkGAUgASgJEhIKCndoZW5fcXVlcnkYBiABKAkSGwoTc3RyZWFtX2Zvcm1hdF9maWVsZBgHIAEoCSI3CgxBY2Nlc3NQb2xpY3kSFQoNb3BlcmF0b3Jfb25seRgBIAEoCBIQCghzZXJ2aWNlcxgCIAMoCTpWCgVyb3V0ZRIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGLSHAyABKAsyHi5saW5xdWlkLnBvbGljeS52MS5Sb3V0ZVBvbGljeVIFcm91dGU6WQoGYWNjZXNzEh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMYtYcDIAEoCzIfLmxpbnF1aWQucG9saWN5LnYxLkFjY2Vzc1BvbGljeVIGYWNjZXNzYgZwcm90bzM", [file_google_protobuf_descriptor]);
+  fileDesc("Ch5saW5xdWlkL3BvbGljeS92MS9wb2xpY3kucHJvdG8SEWxpbnF1aWQucG9saWN5LnYxItEBCgtSb3V0ZVBvbGljeRINCgVzY29wZRgBIAEoCRITCgtlbnRpdGxlbWVudBgCIAEoCRIZChFjYWNoZV90dGxfc2Vjb25kcxgDIAEoDRIZChFpbnZhbGlkYXRlc19jYWNoZRgEIAEoCBIVCg1jcmVhdGVkX2ZpZWxkGAUgASgJEhIKCndoZW5fcXVlcnkYBiABKAkSGwoTc3RyZWFtX2Zvcm1hdF9maWVsZBgHIAEoCRIgCgZlcnJvcnMYCCADKA4yEC5nb29nbGUucnBjLkNvZGUiNwoMQWNjZXNzUG9saWN5EhUKDW9wZXJhdG9yX29ubHkYASABKAgSEAoIc2VydmljZXMYAiADKAk6VgoFcm91dGUSHi5nb29nbGUucHJvdG9idWYuTWV0aG9kT3B0aW9ucxi0hwMgASgLMh4ubGlucXVpZC5wb2xpY3kudjEuUm91dGVQb2xpY3lSBXJvdXRlOlkKBmFjY2VzcxIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGLWHAyABKAsyHy5saW5xdWlkLnBvbGljeS52MS5BY2Nlc3NQb2xpY3lSBmFjY2Vzc2IGcHJvdG8z", [file_google_protobuf_descriptor, file_google_rpc_code]);
 
 /**
  * RoutePolicy is what the gateway enforces for a method that has a REST mapping
@@ -85,6 +87,17 @@ export type RoutePolicy = Message<"linquid.policy.v1.RoutePolicy"> & {
    * @generated from field: string stream_format_field = 7;
    */
   streamFormatField: string;
+
+  /**
+   * Codes the method answers when the request names something missing or in
+   * conflict (NOT_FOUND, ALREADY_EXISTS), besides those any method may answer
+   * (INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE, UNAVAILABLE,
+   * DEADLINE_EXCEEDED, INTERNAL). The gateway's OpenAPI document lists their
+   * REST answers (the gateway's one error table) on the method's operation.
+   *
+   * @generated from field: repeated google.rpc.Code errors = 8;
+   */
+  errors: Code[];
 };
 
 /**
