@@ -3,6 +3,7 @@
  * A bad value throws a ConfigError whose message is one line naming the variable.
  */
 import { isAbsolute, resolve } from "node:path";
+import { checkPeerSchemes, tlsFilesFromEnv, type TlsFiles } from "./credentials.js";
 
 /** Every plugin the mesh knows, in start order. */
 export const ALL_PLUGINS = ["workspaces", "customers", "analytics", "gateway"] as const;
@@ -61,6 +62,12 @@ export interface MeshConfig {
    * customers plugin generates once and keeps in its database, shared by its replicas.
    */
   readonly cursorSecret: string | undefined;
+  /**
+   * The credential of the gRPC port and of calls to peers (TLS_CERT, TLS_KEY, TLS_CA: files,
+   * read again every TLS_RELOAD_INTERVAL_MS); undefined = plaintext, open to any caller.
+   * With it, peers' addresses are https:// and callers need certificates (credentials.ts).
+   */
+  readonly tls: TlsFiles | undefined;
 }
 
 /** A configuration value that cannot be used; `message` is one line naming the variable. */
@@ -125,6 +132,9 @@ export function loadConfig(env: Env = process.env): MeshConfig {
     if (v !== undefined) serviceAddrs[p] = v;
   }
 
+  const tls = tlsFilesFromEnv(env);
+  checkPeerSchemes(tls, serviceAddrs);
+
   const apiBasePath = str(env, "API_BASE_PATH", "/api");
   if (!/^(\/[A-Za-z0-9._~-]+)*$/.test(apiBasePath)) {
     throw new ConfigError(`API_BASE_PATH: expected a path like /api, got "${apiBasePath}"`);
@@ -168,5 +178,6 @@ export function loadConfig(env: Env = process.env): MeshConfig {
     otlpEndpoint: url(env, "OTEL_EXPORTER_OTLP_ENDPOINT", ["http:", "https:"]),
     recoveryAfterMs: int(env, "RECOVERY_AFTER_MS", 60_000, 1000, 3_600_000),
     cursorSecret: cursorSecret === undefined || cursorSecret === "" ? undefined : cursorSecret,
+    tls,
   };
 }

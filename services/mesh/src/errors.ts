@@ -149,6 +149,30 @@ function nodeCodes(err: unknown): string[] {
 }
 
 /**
+ * Node error codes of a TLS connection that could not be set up: the peer's certificate is not
+ * trusted by TLS_CA, names another host, or has expired, or the peer does not speak TLS at all.
+ * The call got no answer either, and retrying does not help until a credential changes.
+ */
+const TLS_FAILURE_CODES = new Set([
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "CERT_SIGNATURE_FAILURE",
+  "CERT_UNTRUSTED",
+  "CERT_REJECTED",
+  "CERT_REVOKED",
+]);
+
+/** True when a call failed because no trusted TLS connection to its peer could be made (TLS_FAILURE_CODES, ERR_TLS_*, ERR_SSL_*). */
+export function isTlsFailure(err: unknown): boolean {
+  return nodeCodes(err).some((c) => TLS_FAILURE_CODES.has(c) || c.startsWith("ERR_TLS_") || c.startsWith("ERR_SSL_"));
+}
+
+/**
  * A call whose stream the connection cancelled (a session torn down under it: the peer's
  * process died, its socket closed) rather than the caller: connect-node reports both as
  * CANCELED, and only the caller knows whether it gave up itself (`callerAborted`).
@@ -166,7 +190,7 @@ function isCancelledUnderCaller(err: ConnectError, callerAborted: boolean): bool
 export function isPeerUnreachable(err: unknown, callerAborted = false): boolean {
   if (!(err instanceof ConnectError) || err.code === Code.DeadlineExceeded) return false;
   if (err.code === Code.Canceled) return isCancelledUnderCaller(err, callerAborted);
-  if (nodeCodes(err).some((c) => BROKEN_CONNECTION_CODES.has(c))) return true;
+  if (nodeCodes(err).some((c) => BROKEN_CONNECTION_CODES.has(c)) || isTlsFailure(err)) return true;
   // connect-node's own words for a connection it gave up on (see its http2-session-manager).
   return err.code === Code.Unavailable && /PING timed out|connection aborted|http\/2 stream closed with error code REFUSED_STREAM/.test(err.rawMessage);
 }

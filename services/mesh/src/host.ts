@@ -8,24 +8,29 @@
  * service of this process, with grpc.health.v1. Stop runs the other way and waits.
  */
 import { EventEmitter } from "node:events";
-import { createServer as createH2Server, type Http2Server, type ServerHttp2Session } from "node:http2";
-import { createClient, createRouterTransport, Code, ConnectError, type Client, type ConnectRouter, type Interceptor, type Transport } from "@connectrpc/connect";
+import type { SecureClientSessionOptions, ServerHttp2Session } from "node:http2";
+import type { Server } from "node:net";
+import { createClient, createContextValues, createRouterTransport, Code, ConnectError, type Client, type ConnectRouter, type Interceptor, type Transport } from "@connectrpc/connect";
 import { connectNodeAdapter, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { getOption, hasOption, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import { MethodOptions_IdempotencyLevel as Idempotency } from "@bufbuild/protobuf/wkt";
 import { HealthCheckResponse_ServingStatus as Status, http } from "@linquid/contracts";
 import type { Redis } from "ioredis";
 import type { MongoClient } from "mongodb";
+import { createAuthorizationInterceptor } from "./authorization.js";
 import { ConfigError, type MeshConfig, type PluginName } from "./config.js";
+import { watchCredentials } from "./credentials.js";
 import { watchDatabase, withDatabaseWatch, type DatabaseWatch } from "./db-watch.js";
 import { inheritDeadlines, withRpcDeadlines } from "./deadline.js";
 import { withStreamCancellation } from "./streams.js";
 import { DataDirInUseError, startFerretDb, startRedisServer, type EmbeddedServer } from "./embedded.js";
 import { fromPeerError, isBrokenConnection } from "./errors.js";
+import { createGrpcListener } from "./grpc-listener.js";
 import { createHealthRegistry } from "./health.js";
 import { reflectionRoutes } from "./reflection.js";
 import { createLogger, type Logger } from "./logger.js";
 import { connectMongo, pluginDb } from "./mongo.js";
+import { peerKey, peerOfRequest } from "./peer-identity.js";
 import { pluginOfService, type Plugin, type PluginContext, type RunningPlugin } from "./plugin.js";
 import { createRedis } from "./redis.js";
 import { createClientTracingInterceptor, createServerTracingInterceptor } from "./rpc-tracing.js";
@@ -126,13 +131,16 @@ class PeerSessionManager extends Http2SessionManager {}
   };
 }
 
-/** The transport to a service in another process: gRPC with PINGs, peer failures translated. */
-function createPeerTransport(peer: string, baseUrl: string, interceptors: Interceptor[]): Transport {
+/**
+ * The transport to a service in another process: gRPC with PINGs, peer failures translated;
+ * `tls`: the session options that dial it with this process's certificate (credentials.ts).
+ */
+function createPeerTransport(peer: string, baseUrl: string, interceptors: Interceptor[], tls?: SecureClientSessionOptions): Transport {
   return createGrpcTransport({
     baseUrl,
     interceptors: [...interceptors, createPeerFailureInterceptor(peer)],
     defaultTimeoutMs: 15_000,
-    sessionManager: new PeerSessionManager(baseUrl, PEER_PING),
+    sessionManager: new PeerSessionManager(baseUrl, PEER_PING, tls),
   });
 }
 
@@ -171,6 +179,9 @@ export async function startHost(config: MeshConfig, options: HostOptions = {}): 
   };
 
   try {
+    // The gRPC port's and peer calls' certificate, when configured; checked before anything starts.
+    const credentials = config.tls === undefined ? undefined : watchCredentials(config.tls, logger.child("tls"));
+    if (credentials !== undefined) cleanups.push(async () => credentials.stop());
     const plugins = options.plugins ?? (await loadPlugins(config.plugins));
     const local = new Set<string>(plugins.map((p) => p.name));
 
@@ -249,7 +260,7 @@ export async function startHost(config: MeshConfig, options: HostOptions = {}): 
         if (baseUrl === undefined) {
           throw new ConfigError(`${owner.toUpperCase()}_ADDR: required, the ${owner} plugin does not run in this process`);
         }
-        t = inheritDeadlines(createPeerTransport(owner, baseUrl, clientInterceptors));
+        t = inheritDeadlines(createPeerTransport(owner, baseUrl, clientInterceptors, credentials?.clientSessionOptions()));
         remote.set(owner, t);
       }
       return t;
@@ -283,15 +294,19 @@ export async function startHost(config: MeshConfig, options: HostOptions = {}): 
     let grpcUrl: string | undefined;
     const services = running.flatMap((r) => r.services ?? []);
     if (services.length > 0) {
-      const server: Http2Server = createH2Server(
+      // With a credential, the port takes mutual TLS and checks each caller against the
+      // contracts' access policies (authorization.ts); calls within this process are not checked.
+      const server: Server = createGrpcListener(
         connectNodeAdapter({
           routes: (router) => {
             allRoutes(router);
             health.routes(router);
             reflectionRoutes(router, services);
           },
-          interceptors: serverInterceptors,
+          interceptors: credentials === undefined ? serverInterceptors : [...serverInterceptors, createAuthorizationInterceptor(logger.child("auth"))],
+          ...(credentials === undefined ? {} : { contextValues: (req) => createContextValues().set(peerKey, peerOfRequest(req)) }),
         }),
+        credentials,
       );
       const sessions = new Set<ServerHttp2Session>();
       server.on("session", (s) => {
@@ -303,7 +318,7 @@ export async function startHost(config: MeshConfig, options: HostOptions = {}): 
         server.listen(config.grpcPort, config.bindHost, () => resolve());
       });
       const addr = server.address();
-      grpcUrl = `http://${config.bindHost}:${typeof addr === "object" && addr !== null ? addr.port : config.grpcPort}`;
+      grpcUrl = `${credentials === undefined ? "http" : "https"}://${config.bindHost}:${typeof addr === "object" && addr !== null ? addr.port : config.grpcPort}`;
       cleanups.push(
         () =>
           new Promise<void>((resolve) => {
@@ -318,7 +333,7 @@ export async function startHost(config: MeshConfig, options: HostOptions = {}): 
       );
       for (const s of services) health.set(s.typeName, Status.SERVING);
       health.set("", Status.SERVING);
-      logger.info("serving gRPC", { url: grpcUrl, services: services.map((s) => s.typeName) });
+      logger.info("serving gRPC", { url: grpcUrl, services: services.map((s) => s.typeName), mutualTls: credentials === undefined ? "off" : credentials.current().identity });
     }
 
     let stopping: Promise<void> | undefined;

@@ -1,12 +1,16 @@
 /**
  * The operator CLI: `npm run --silent admin -- <command>`. It talks to the running mesh over
  * gRPC (WORKSPACES_ADDR / ANALYTICS_ADDR, default the local mesh at http://127.0.0.1:$GRPC_PORT),
- * so it works against the same backends as `npm start` with no extra flags.
+ * so it works against the same backends as `npm start` with no extra flags. Against a mesh that
+ * takes mutual TLS it needs an operator certificate: --tls-cert, --tls-key, --tls-ca (or
+ * TLS_CERT, TLS_KEY, TLS_CA); the default address is then https:// (docs/internal-auth.md).
  *
  *   workspace create --name <name> --plan <starter|pro|enterprise> [--currency <ISO 4217>] [--rate-limit <per hour>|unlimited]
  *   key create --workspace <id> --scopes <scope,scope,...> [--name <name>] [--test]
  *   key revoke --id <key id>
  *   analytics rebuild --workspace <id>
+ *
+ * Every command also takes [--tls-cert <file> --tls-key <file> --tls-ca <file>].
  *
  * Each prints one JSON object on stdout. Bad arguments: one line on stderr, exit 2;
  * a failed call: one line on stderr, exit 1.
@@ -14,23 +18,34 @@
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AnalyticsService, WorkspacesService } from "@linquid/contracts";
-import { serviceAddress, type ServiceName } from "@linquid/mesh";
+import { ConfigError, createToolTransport, isTlsFailure, serviceAddress, type ServiceName, type ToolCredentialFlags } from "@linquid/mesh";
 
 class UsageError extends Error {}
 
 const usage = `usage: admin workspace create --name <name> --plan <starter|pro|enterprise> [--currency <code>] [--rate-limit <n>|unlimited]
        admin key create --workspace <id> --scopes <scope,...> [--name <name>] [--test]
        admin key revoke --id <key id>
-       admin analytics rebuild --workspace <id>`;
+       admin analytics rebuild --workspace <id>
+every command also takes: --tls-cert <file> --tls-key <file> --tls-ca <file> (or TLS_CERT, TLS_KEY, TLS_CA)`;
 
 /** The address of the service the command is calling, named when it can't be reached. */
 let calling = serviceAddress("WORKSPACES");
 
+/** The operator credential's files given as flags; each overrides its TLS_* variable. */
+let credentialFlags: ToolCredentialFlags = {};
+const CREDENTIAL_OPTIONS: ParseArgsOptionsConfig = { "tls-cert": { type: "string" }, "tls-key": { type: "string" }, "tls-ca": { type: "string" } };
+
 function clientOf<S extends DescService>(service: S, name: ServiceName): Client<S> {
-  calling = serviceAddress(name);
-  return createClient(service, createGrpcTransport({ baseUrl: calling }));
+  let t: ReturnType<typeof createToolTransport>;
+  try {
+    t = createToolTransport(name, credentialFlags);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new UsageError(err.message);
+    throw err;
+  }
+  calling = t.baseUrl;
+  return createClient(service, t.transport);
 }
 
 function required(values: Record<string, unknown>, name: string): string {
@@ -43,7 +58,9 @@ async function run(argv: string[]): Promise<unknown> {
   const [noun, verb, ...rest] = argv;
   const parse = (options: ParseArgsOptionsConfig) => {
     try {
-      return parseArgs({ args: rest, options, strict: true, allowPositionals: false }).values as Record<string, unknown>;
+      const values = parseArgs({ args: rest, options: { ...CREDENTIAL_OPTIONS, ...options }, strict: true, allowPositionals: false }).values as Record<string, unknown>;
+      credentialFlags = { cert: values["tls-cert"] as string | undefined, key: values["tls-key"] as string | undefined, ca: values["tls-ca"] as string | undefined };
+      return values;
     } catch (err) {
       throw new UsageError((err as Error).message.split("\n")[0] ?? "bad arguments");
     }
@@ -103,12 +120,12 @@ try {
     process.exit(2);
   }
   const ce = ConnectError.from(err);
-  const message =
-    ce.code === Code.Unavailable
-      ? `cannot reach the mesh (${calling}): is \`npm start\` running?`
-      : ce.code === Code.InvalidArgument || ce.code === Code.NotFound
-        ? ce.rawMessage
-        : `${Code[ce.code]}: ${ce.rawMessage}`;
+  let message = `${Code[ce.code]}: ${ce.rawMessage}`;
+  if (isTlsFailure(ce)) message = `cannot verify the mesh's certificate (${calling}): ${ce.rawMessage} (is TLS_CA the CA that issued it?)`;
+  else if (ce.code === Code.Unavailable) message = `cannot reach the mesh (${calling}): is \`npm start\` running?`;
+  else if (ce.code === Code.InvalidArgument || ce.code === Code.NotFound) message = ce.rawMessage;
+  else if (ce.code === Code.Unauthenticated) message += " — pass an operator certificate: --tls-cert, --tls-key, --tls-ca (or TLS_CERT, TLS_KEY, TLS_CA)";
+  else if (ce.code === Code.PermissionDenied) message += " — an operator certificate is needed";
   process.stderr.write(`admin: ${message}\n`);
   process.exit(1);
 }
