@@ -20,7 +20,7 @@ const plugin: Plugin = {
   name: "analytics",
   needs: { mongo: true },
   async start(ctx) {
-    const repo = new AnalyticsRepository(ctx.db);
+    const repo = new AnalyticsRepository(ctx.db, ctx.config.analyticsBucketSize);
     await repo.ensureIndexes();
     const customers = () => ctx.client(CustomersService);
     const currencies = new WorkspaceCurrencies(() => ctx.client(WorkspacesService));

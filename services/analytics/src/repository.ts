@@ -5,6 +5,8 @@
  * - `customer_totals`: `_id` = `${ws}:${customerId}`, the fold of the customer's events;
  * - `cohort_cells`, `cohort_day_cells`, `ltv_cells`: rollups kept with `$inc` upserts on
  *   deterministic `_id`s;
+ * - `timeline_buckets`, `member_buckets`: customers' timelines and hourly member lists, in
+ *   buckets of a fixed size (bucket-lists.ts);
  * - `write_ops`: one marker per write in flight that changes totals and cells (write-ops.ts);
  * - `workspace_rebuilds`: `_id` = workspace id, the lease of a RebuildWorkspace in progress.
  * Every call goes through dbCall, which passes the RPC's remaining deadline as `maxTimeMS` and
@@ -13,6 +15,7 @@
 import type { AnyBulkWriteOperation, Collection, Db, Document, OptionalUnlessRequiredId } from "mongodb";
 import { dbCall, dbStream, ensureIndexes, insertIfAbsent, insertManyNew } from "@linquid/mesh";
 import type { IncomingEvent } from "./validation.js";
+import { BucketLists, DEFAULT_BUCKET_SIZE, type ListDoc } from "./bucket-lists.js";
 import { parseTimeEntry, timeEntry, touchBefore, type CellDelta, type CohortDimension, type DayDimension, type AnchorMember, type TotalsState } from "./totals.js";
 
 export interface EventDoc extends Omit<IncomingEvent, "keyed"> {
@@ -43,36 +46,20 @@ export interface TotalsDoc extends TotalsState {
   updatedAt: Date;
 }
 
-/**
- * A customer's timeline: one entry, "<ISO time>|<event _id>", per event folded into its totals,
- * kept at write time so that a journey page costs two `_id` reads (this document, then the
- * page's events) however large the workspace's event collection grows.
- */
-export interface TimelineDoc {
-  _id: string;
-  workspaceId: string;
-  customerId: string;
-  entries: string[];
-}
-
 /** The timeline entry of an event; entries sort like events by (at, _id) once parsed. */
 export function timelineEntry(e: { at: Date; _id: string }): string {
   return timeEntry(e.at, e._id);
 }
 
+/** The list of a customer's timeline: one entry, "<ISO time>|<event _id>", per event folded into its totals. */
+export const timelineOwner = (ws: string, customerId: string) => `${ws}:${customerId}`;
 /**
- * The customers whose cohort anchor (first touch, else creation time) falls in one UTC hour:
- * "<anchor ISO>|<customerId>" entries, kept at write time, so that the partial boundary days of
- * a cohort range read at most 24 documents by `_id` instead of searching every customer's
- * totals. Hours, not days, keep each document small in a workspace that imports a day's worth
- * of millions of customers.
+ * The list of the customers whose cohort anchor (first touch, else creation time) fell in one
+ * UTC hour ("2026-01-05T13"): "<anchor ISO>|<customerId>" entries, so that the partial boundary
+ * days of a cohort range read the members of at most 24 hours instead of searching every
+ * customer's totals.
  */
-export interface MembersDoc {
-  _id: string;
-  workspaceId: string;
-  hour: string;
-  entries: string[];
-}
+export const membersOwner = (ws: string, hour: string) => `${ws}|${hour}`;
 
 export interface CohortCellDoc {
   _id: string;
@@ -157,9 +144,12 @@ export class AnalyticsRepository {
   readonly ops: Collection<OpDoc>;
   readonly rebuilds: Collection<RebuildLeaseDoc>;
   readonly invalidations: Collection<InvalidationDoc>;
-  readonly timelines: Collection<TimelineDoc>;
-  readonly members: Collection<MembersDoc>;
-  constructor(db: Db) {
+  /** Customers' timelines (`timelineOwner`). */
+  readonly timelines: BucketLists;
+  /** Hourly anchor member lists (`membersOwner`). */
+  readonly members: BucketLists;
+  /** `bucketSize`: entries per timeline or member bucket (ANALYTICS_BUCKET_SIZE). */
+  constructor(db: Db, bucketSize: number = DEFAULT_BUCKET_SIZE) {
     this.events = db.collection<EventDoc>("events");
     this.owners = db.collection<ClickOwnerDoc>("click_owners");
     this.totals = db.collection<TotalsDoc>("customer_totals");
@@ -169,8 +159,8 @@ export class AnalyticsRepository {
     this.ops = db.collection<OpDoc>("write_ops");
     this.rebuilds = db.collection<RebuildLeaseDoc>("workspace_rebuilds");
     this.invalidations = db.collection<InvalidationDoc>("snapshot_invalidations");
-    this.timelines = db.collection<TimelineDoc>("customer_timelines");
-    this.members = db.collection<MembersDoc>("cohort_members");
+    this.timelines = new BucketLists(db.collection<ListDoc>("timeline_buckets"), bucketSize);
+    this.members = new BucketLists(db.collection<ListDoc>("member_buckets"), bucketSize);
   }
 
   /** Documents by `_id`, 1,000 ids per query (an `_id` look-up on every backend). */
@@ -189,6 +179,8 @@ export class AnalyticsRepository {
     await ensureIndexes(this.cohortCells, [{ key: { workspaceId: 1, dim: 1 }, name: "ws_dim" }]);
     await ensureIndexes(this.dayCells, [{ key: { workspaceId: 1, dim: 1, day: 1 }, name: "ws_dim_day" }]);
     await ensureIndexes(this.ltvCells, [{ key: { workspaceId: 1, cohortMonth: 1 }, name: "ws_month" }]);
+    await this.timelines.ensureIndexes();
+    await this.members.ensureIndexes();
     // recovery finds due markers; a rebuild waits for the markers of its workspace
     await ensureIndexes(this.ops, [
       { key: { due: 1 }, name: "due" },
@@ -227,8 +219,7 @@ export class AnalyticsRepository {
    * (limit 0: all), and how many there are in the range: read through its timeline.
    */
   async journey(ws: string, customerId: string, start: number | undefined, end: number | undefined, skip: number, limit: number): Promise<{ events: EventDoc[]; total: number }> {
-    const doc = await dbCall("customer_timelines", "findOne", (o) => this.timelines.findOne({ _id: `${ws}:${customerId}` }, o));
-    const entries = (doc?.entries ?? [])
+    const entries = (await this.timelines.read([timelineOwner(ws, customerId)]))
       .map(parseTimeEntry)
       .filter((e) => (start === undefined || e.at.getTime() >= start) && (end === undefined || e.at.getTime() <= end))
       .sort((a, b) => (touchBefore(a, b) ? -1 : touchBefore(b, a) ? 1 : 0));
@@ -237,26 +228,24 @@ export class AnalyticsRepository {
     return { events: page.map((id) => byId.get(id)).filter((e): e is EventDoc => e !== undefined), total: entries.length };
   }
 
-  /** Adds events to their customers' timelines (idempotent: $addToSet). */
-  async addToTimelines(ws: string, byCustomer: ReadonlyMap<string, readonly EventDoc[]>): Promise<void> {
-    const ops: AnyBulkWriteOperation<TimelineDoc>[] = [...byCustomer].map(([customerId, events]) => ({
-      updateOne: {
-        filter: { _id: `${ws}:${customerId}` },
-        update: { $addToSet: { entries: { $each: events.map(timelineEntry) } }, $setOnInsert: { workspaceId: ws, customerId } },
-        upsert: true,
-      },
-    }));
-    await bulkWrite(this.timelines, ops, false);
+  /** Adds events to their customers' timelines (a repeat is dropped by readers). */
+  addToTimelines(ws: string, byCustomer: ReadonlyMap<string, readonly EventDoc[]>): Promise<void> {
+    return this.timelines.append(ws, new Map([...byCustomer].map(([customerId, events]) => [timelineOwner(ws, customerId), events.map(timelineEntry)])));
   }
 
-  /** Replaces a customer's timeline with exactly these events. */
-  async setTimeline(ws: string, customerId: string, events: readonly EventDoc[]): Promise<void> {
-    const doc = { workspaceId: ws, customerId, entries: events.map(timelineEntry) };
-    await dbCall("customer_timelines", "replaceOne", (o) => this.timelines.replaceOne({ _id: `${ws}:${customerId}` }, doc, { ...o, upsert: true }));
+  /**
+   * Makes a customer's timeline hold exactly these events (its events never leave it: a click
+   * belongs to its first claimant for good), appending the ones it lacks.
+   */
+  async completeTimeline(ws: string, customerId: string, events: readonly EventDoc[]): Promise<void> {
+    const have = new Set(await this.timelines.read([timelineOwner(ws, customerId)]));
+    const missing = events.map(timelineEntry).filter((e) => !have.has(e));
+    await this.timelines.append(ws, new Map([[timelineOwner(ws, customerId), missing]]));
   }
 
-  insertTimelinesMany(docs: readonly TimelineDoc[]): Promise<void> {
-    return insertAll(this.timelines, docs);
+  /** Inserts whole timelines (a rebuild's, after its drop). */
+  insertTimelinesMany(ws: string, entriesOf: ReadonlyMap<string, readonly string[]>): Promise<void> {
+    return insertAll(this.timelines.col, this.timelines.docsOf(ws, new Map([...entriesOf].map(([customerId, entries]) => [timelineOwner(ws, customerId), entries]))));
   }
 
   /** Removes PII from a customer's events; returns how many changed. */
@@ -307,38 +296,38 @@ export class AnalyticsRepository {
 
   /**
    * The customers anchored in [from, to] (milliseconds, within one day), from the member lists
-   * of the hours it covers. Entries may be stale after a crash: callers check the totals.
+   * of the hours it covers. Lists keep the anchors customers had before (a late event moves a
+   * first touch): callers check candidates against the totals.
    */
   async membersBetween(ws: string, from: number, to: number): Promise<string[]> {
-    const ids: string[] = [];
-    for (let t = from - (from % 3_600_000); t <= to; t += 3_600_000) ids.push(`${ws}|${new Date(t).toISOString().slice(0, 13)}`);
-    const out: string[] = [];
-    for (const doc of await this.byIds(this.members, ids)) {
-      for (const e of doc.entries.map(parseTimeEntry)) {
-        if (e.at.getTime() >= from && e.at.getTime() <= to) out.push(e.ref);
-      }
+    const owners: string[] = [];
+    for (let t = from - (from % 3_600_000); t <= to; t += 3_600_000) owners.push(membersOwner(ws, new Date(t).toISOString().slice(0, 13)));
+    const out = new Set<string>();
+    for (const e of (await this.members.read(owners)).map(parseTimeEntry)) {
+      if (e.at.getTime() >= from && e.at.getTime() <= to) out.add(e.ref);
     }
-    return out;
+    return [...out];
   }
 
-  /** Moves customers between member lists: $pull the old entry, $addToSet the new one. */
-  async moveMembers(ws: string, moves: ReadonlyArray<{ before: AnchorMember | null; after: AnchorMember | null }>): Promise<void> {
-    const ops: AnyBulkWriteOperation<MembersDoc>[] = [];
-    for (const { before, after } of moves) {
-      if (before?.entry === after?.entry) continue;
-      if (before !== null) ops.push({ updateOne: { filter: { _id: `${ws}|${before.hour}` }, update: { $pull: { entries: before.entry } } } });
-      if (after !== null) {
-        ops.push({
-          updateOne: { filter: { _id: `${ws}|${after.hour}` }, update: { $addToSet: { entries: after.entry }, $setOnInsert: { workspaceId: ws, hour: after.hour } }, upsert: true },
-        });
-      }
+  /**
+   * Adds customers' new anchors to the member lists of their hours. Old anchors stay listed:
+   * entries are only ever added, so concurrent moves cannot lose a current one, and a customer's
+   * anchor moves rarely (a late first touch, the first event after registration).
+   */
+  addMembers(ws: string, members: ReadonlyArray<AnchorMember>): Promise<void> {
+    const byHour = new Map<string, string[]>();
+    for (const m of members) {
+      const owner = membersOwner(ws, m.hour);
+      const list = byHour.get(owner) ?? [];
+      list.push(m.entry);
+      byHour.set(owner, list);
     }
-    // Ordered: a customer moving within one hour has its old entry pulled before the new one is added.
-    await bulkWrite(this.members, ops, true);
+    return this.members.append(ws, byHour);
   }
 
-  insertMembersMany(docs: readonly MembersDoc[]): Promise<void> {
-    return insertAll(this.members, docs);
+  /** Inserts whole member lists, by hour (a rebuild's, after its drop). */
+  insertMembersMany(ws: string, entriesOf: ReadonlyMap<string, readonly string[]>): Promise<void> {
+    return insertAll(this.members.col, this.members.docsOf(ws, new Map([...entriesOf].map(([hour, entries]) => [membersOwner(ws, hour), entries]))));
   }
 
   /** Every totals document of a workspace, streamed (a rebuild's scan). */
@@ -389,7 +378,7 @@ export class AnalyticsRepository {
   }
 
   async dropWorkspaceRollups(ws: string): Promise<void> {
-    for (const col of [this.cohortCells, this.dayCells, this.ltvCells, this.totals, this.timelines, this.members] as unknown as Collection<never>[]) {
+    for (const col of [this.cohortCells, this.dayCells, this.ltvCells, this.totals, this.timelines.col, this.members.col] as unknown as Collection<never>[]) {
       await dbCall(col.collectionName, "deleteMany", (o) => col.deleteMany({ workspaceId: ws } as never, o));
     }
   }

@@ -7,11 +7,9 @@
  * transition before → after is won by exactly one writer; the winner then `$inc`s the cells by
  * contributions(after) − contributions(before). Increments commute, so the cells end up equal to
  * the sum of every customer's contributions whatever the order in which concurrent writers'
- * increments land. Member lists (`cohort_members`) get the new anchor entry added and the old one
- * pulled: a customer's anchor does not come back to a time it left (the first touch only moves
- * earlier; the creation time counts only until there is one, barring an event dated to that very
- * millisecond), so an entry pulled is not one a later transition adds back, and lists may hold a
- * stale entry (a reorder) but not lack a current one; readers check candidates against the totals. Every write that changes totals
+ * increments land. Member lists (bucketed, bucket-lists.ts) get the new anchor entry added; old
+ * entries stay (entries are only added, so no interleaving of writers loses a current one), and
+ * readers check candidates against the totals. Every write that changes totals
  * is recorded in `write_ops` while it runs (write-ops.ts) and its op id in the totals'
  * `recentOps`, so recovery can finish it and never fold it twice.
  */
@@ -40,6 +38,13 @@ function totalsDoc(ws: string, customerId: string, s: TotalsState, version: numb
   return { _id: `${ws}:${customerId}`, workspaceId: ws, customerId, ...s, version, recentOps: recentOps.slice(-RECENT_OPS), updatedAt: new Date() };
 }
 
+/** The member entry a transition adds: the new anchor, when it moved. */
+function movedAnchor(customerId: string, before: TotalsState, after: TotalsState): AnchorMember | null {
+  const from = anchorMember(customerId, before);
+  const to = anchorMember(customerId, after);
+  return to === null || to.entry === from?.entry ? null : to;
+}
+
 export class Rollups {
   constructor(
     readonly repo: AnalyticsRepository,
@@ -65,7 +70,7 @@ export class Rollups {
     await this.repo.addToTimelines(ws, byCustomer);
     const deadline = Date.now() + CONTENTION_MS;
     const deltas = new Map<string, CellDelta>();
-    const moves: Array<{ before: AnchorMember | null; after: AnchorMember | null }> = [];
+    const members: AnchorMember[] = [];
     const written: TotalsDoc[] = [];
     let pending = [...byCustomer.keys()];
     for (let attempt = 0; pending.length > 0; attempt++) {
@@ -81,20 +86,22 @@ export class Rollups {
         if (!(await this.repo.writeTotals(next, doc?.version ?? 0))) return void lost.push(customerId);
         accumulate(deltas, contributions(ws, before), -1);
         accumulate(deltas, contributions(ws, after), 1);
-        moves.push({ before: anchorMember(customerId, before), after: anchorMember(customerId, after) });
+        const member = movedAnchor(customerId, before, after);
+        if (member !== null) members.push(member);
         written.push(next);
       });
       pending = lost;
     }
     await this.repo.applyDeltas(nonZero(deltas));
-    await this.repo.moveMembers(ws, moves);
+    await this.repo.addMembers(ws, members);
     return written;
   }
 
   /** Moves one customer's rollup cells and member entry from its old totals to its new ones. */
   private async moveCustomer(ws: string, customerId: string, before: TotalsState, after: TotalsState): Promise<void> {
     await this.repo.applyDeltas(diffCells(ws, before, after));
-    await this.repo.moveMembers(ws, [{ before: anchorMember(customerId, before), after: anchorMember(customerId, after) }]);
+    const member = movedAnchor(customerId, before, after);
+    if (member !== null) await this.repo.addMembers(ws, [member]);
   }
 
   /** Rebuilds one customer's totals and timeline from its raw events and moves its cells by the difference. */
@@ -106,7 +113,7 @@ export class Rollups {
         if (attempt > 0) await pauseBeforeRetry(attempt, deadline, CONTENDED);
         const doc = (await this.repo.findTotals(ws, [customerId])).get(customerId);
         const events = await this.repo.customerEvents(ws, customerId);
-        await this.repo.setTimeline(ws, customerId, events);
+        await this.repo.completeTimeline(ws, customerId, events);
         const before = stateOf(doc);
         const after = foldEvents({ ...emptyTotals(), createdAt: before.createdAt }, events);
         // The events' ops count as folded: an ingestion still in flight must not add them again.
@@ -175,7 +182,7 @@ export class Rollups {
       await this.repo.dropWorkspaceRollups(ws);
       const docs = [...byCustomer].map(([id, s]) => totalsDoc(ws, id, s, (versions.get(id) ?? 0) + 1, [...new Set(opsOf.get(id))]));
       await this.repo.insertTotalsMany(docs);
-      await this.repo.insertTimelinesMany([...timelineOf].map(([customerId, entries]) => ({ _id: `${ws}:${customerId}`, workspaceId: ws, customerId, entries })));
+      await this.repo.insertTimelinesMany(ws, timelineOf);
       const deltas = new Map<string, CellDelta>();
       const members = new Map<string, string[]>();
       for (const [id, s] of byCustomer) {
@@ -187,7 +194,7 @@ export class Rollups {
         members.set(m.hour, list);
       }
       await this.repo.applyDeltas(nonZero(deltas));
-      await this.repo.insertMembersMany([...members].map(([hour, entries]) => ({ _id: `${ws}|${hour}`, workspaceId: ws, hour, entries })));
+      await this.repo.insertMembersMany(ws, members);
       lease.check();
       // Snapshots from before show the old figures; until this is recorded the rebuild stays due.
       await this.invalidations.record(ws);

@@ -52,6 +52,11 @@ export interface MeshConfig {
   /** OTLP endpoint; unset = no export (OTEL_EXPORTER_OTLP_ENDPOINT). */
   readonly otlpEndpoint: string | undefined;
   /**
+   * Entries per bucket of the analytics timelines and hourly member lists (ANALYTICS_BUCKET_SIZE,
+   * default 1000, 2..100000): the largest such document holds this many.
+   */
+  readonly analyticsBucketSize: number;
+  /**
    * How long the marker of an interrupted write is left to its writer before recovery takes it
    * over (RECOVERY_AFTER_MS, default 60 s; at least the call's deadline in any case). Recovery
    * sweeps every 30 s, or every half of this when that is shorter.
@@ -176,6 +181,7 @@ export function loadConfig(env: Env = process.env): MeshConfig {
     shutdownTimeoutMs: int(env, "SHUTDOWN_TIMEOUT_MS", 8000, 100, 60_000),
     logLevel: logLevel as MeshConfig["logLevel"],
     otlpEndpoint: url(env, "OTEL_EXPORTER_OTLP_ENDPOINT", ["http:", "https:"]),
+    analyticsBucketSize: int(env, "ANALYTICS_BUCKET_SIZE", 1000, 2, 100_000),
     recoveryAfterMs: int(env, "RECOVERY_AFTER_MS", 60_000, 1000, 3_600_000),
     cursorSecret: cursorSecret === undefined || cursorSecret === "" ? undefined : cursorSecret,
     tls,

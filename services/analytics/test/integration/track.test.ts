@@ -103,8 +103,8 @@ describe("analytics tracking and reads", () => {
     expect(await partialDay()).toEqual([["2026-W02", 1n]]);
     // Timelines and member lists are derived: a rebuild recreates them from the raw events.
     const { db, close } = await pluginDatabase(mesh, "analytics");
-    await db.collection("customer_timelines").deleteMany({ workspaceId: ws });
-    await db.collection("cohort_members").deleteMany({ workspaceId: ws });
+    await db.collection("timeline_buckets").deleteMany({ workspaceId: ws });
+    await db.collection("member_buckets").deleteMany({ workspaceId: ws });
     await close();
     expect(await journeyOf()).toEqual([]);
     expect(await partialDay()).toEqual([]);
