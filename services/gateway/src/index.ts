@@ -11,6 +11,8 @@ import { createAuthenticator, grantedScopes } from "./auth.js";
 import { createSnapshotCache } from "./cache.js";
 import type { Principal } from "./context.js";
 import { startInvalidationFeed } from "./invalidations.js";
+import { createOpenApiDocument } from "./openapi/document.js";
+import { createReferencePolicy, loadRenderer } from "./openapi/reference.js";
 import { createPipeline, type Invoke, type InvokeStream } from "./pipeline.js";
 import { createFallbackLimiter } from "./rate-limit.js";
 import { buildRoutes, createRouteTable } from "./route-table.js";
@@ -42,6 +44,8 @@ const plugin: Plugin = {
   async start(ctx) {
     const logger = ctx.logger;
     const routes = createRouteTable(buildRoutes(REST_SERVICES));
+    // The reference describes exactly the routes just built: generated here, at every start.
+    const document = createOpenApiDocument(routes.routes, { basePath: ctx.config.apiBasePath });
 
     const clients = new Map<string, Record<string, UnaryMethod>>();
     for (const s of REST_SERVICES) clients.set(s.typeName, ctx.client(s) as unknown as Record<string, UnaryMethod>);
@@ -63,6 +67,7 @@ const plugin: Plugin = {
       authenticator,
       limiter: createFallbackLimiter(ctx.redis, logger.child("rate-limit")),
       cache: cache.policy,
+      reference: createReferencePolicy({ document, renderer: loadRenderer(), logger }),
       invoke,
       invokeStream,
       logger,

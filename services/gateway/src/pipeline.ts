@@ -3,7 +3,8 @@
  *
  *   1. request id   X-Request-Id, SERVER span continuing the caller's traceparent
  *   2. error map    anything thrown below → the JSON error envelope (error-map.ts)
- *   3. routing      the contract's routes: 404 NOT_FOUND / 405 METHOD_NOT_ALLOWED
+ *   3. routing      /openapi.json and /docs answered without a key (openapi/reference.ts);
+ *                   the contract's routes: 404 NOT_FOUND / 405 METHOD_NOT_ALLOWED
  *   4. auth         API key → principal: 401 UNAUTHORIZED / INVALID_API_KEY, 503
  *   5. budget view  answers refused in 6–7 still carry X-RateLimit-* (nothing spent)
  *   6. scope        403 FORBIDDEN
@@ -42,6 +43,8 @@ export interface PipelineDeps {
   readonly authenticator: Authenticator;
   readonly limiter: Limiter;
   readonly cache: Step;
+  /** Answers the API reference (/openapi.json, /docs) before routing; absent in tests of the chain alone. */
+  readonly reference?: Step;
   readonly invoke: Invoke;
   /** Needed when the routes include streaming ones. */
   readonly invokeStream?: InvokeStream;
@@ -172,6 +175,7 @@ export function createPipeline(deps: PipelineDeps): (req: GatewayRequest) => Pro
   const steps: Step[] = [
     createRequestIdPolicy(),
     createErrorMapPolicy(deps.logger),
+    ...(deps.reference === undefined ? [] : [deps.reference]),
     createRoutingPolicy(deps.routes),
     createAuthPolicy(deps.authenticator),
     rateLimit.report,

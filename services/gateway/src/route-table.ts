@@ -28,6 +28,7 @@ import {
   type DescMethodUnary,
   type DescService,
 } from "@bufbuild/protobuf";
+import type { Code } from "@connectrpc/connect";
 import { http, route as routeOption } from "@linquid/contracts";
 import { HttpError } from "./http-error.js";
 
@@ -43,6 +44,8 @@ export interface RoutePolicy {
   readonly createdField: string;
   /** Parsed `when_query`, if any. */
   readonly whenQuery: { readonly name: string; readonly value: string } | undefined;
+  /** Resource errors the method declares (NOT_FOUND, ALREADY_EXISTS), beyond those of every method. */
+  readonly errors: readonly Code[];
 }
 
 /** What a streaming route writes: records of `record` from `records`, formatted as `formatField` says. */
@@ -200,6 +203,8 @@ export function buildRoutes(services: readonly DescService[]): Route[] {
           invalidatesCache: p.invalidatesCache,
           createdField: p.createdField,
           whenQuery: parseWhenQuery(p.whenQuery, method),
+          // google.rpc.Code and Connect's Code number the codes alike.
+          errors: p.errors as number[] as Code[],
         },
       });
     }
