@@ -10,7 +10,7 @@
 import { EventEmitter } from "node:events";
 import type { SecureClientSessionOptions, ServerHttp2Session } from "node:http2";
 import type { Server } from "node:net";
-import { createClient, createContextValues, createRouterTransport, Code, ConnectError, type Client, type ConnectRouter, type Interceptor, type Transport } from "@connectrpc/connect";
+import { createClient, createContextValues, Code, ConnectError, type Client, type ConnectRouter, type Interceptor, type Transport } from "@connectrpc/connect";
 import { connectNodeAdapter, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { getOption, hasOption, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import { MethodOptions_IdempotencyLevel as Idempotency } from "@bufbuild/protobuf/wkt";
@@ -25,6 +25,7 @@ import { inheritDeadlines, withRpcDeadlines } from "./deadline.js";
 import { withStreamCancellation } from "./streams.js";
 import { DataDirInUseError, startFerretDb, startRedisServer, type EmbeddedServer } from "./embedded.js";
 import { fromPeerError, isBrokenConnection } from "./errors.js";
+import { createInProcessTransport } from "./in-process.js";
 import { createGrpcListener } from "./grpc-listener.js";
 import { createHealthRegistry } from "./health.js";
 import { reflectionRoutes } from "./reflection.js";
@@ -248,7 +249,7 @@ export async function startHost(config: MeshConfig, options: HostOptions = {}): 
       for (const register of registrations) register(scoped);
     };
     const inProcess = inheritDeadlines(
-      lazyTransport(() => createRouterTransport(allRoutes, { router: { interceptors: serverInterceptors }, transport: { interceptors: clientInterceptors } })),
+      lazyTransport(() => createInProcessTransport(allRoutes, { clientInterceptors, serverInterceptors })),
     );
     const remote = new Map<string, Transport>();
     const transportFor = (service: DescService): Transport => {
