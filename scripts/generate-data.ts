@@ -8,14 +8,14 @@
  *
  * Talks to a running mesh (`npm start`): ANALYTICS_ADDR and WORKSPACES_ADDR default to
  * http://127.0.0.1:$GRPC_PORT (8090). Without --workspace it creates a "pro" workspace and prints its id.
+ * Against a mesh that takes mutual TLS: an operator certificate in TLS_CERT, TLS_KEY, TLS_CA.
  * Progress goes to stderr; the summary (one JSON object) to stdout.
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { createClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AnalyticsService, TrackedEventSchema, WorkspacesService, type TrackedEvent } from "@linquid/contracts";
-import { seededRandom, serviceAddress } from "@linquid/mesh";
+import { ConfigError, createToolTransport, seededRandom } from "@linquid/mesh";
 import { pathToFileURL } from "node:url";
 
 export interface GenerateOptions {
@@ -199,9 +199,17 @@ async function main(): Promise<void> {
     process.stderr.write(`generate-data: ${(err as Error).message}\n`);
     process.exit(2);
   }
-  const analytics = createClient(AnalyticsService, createGrpcTransport({ baseUrl: serviceAddress("ANALYTICS") }));
+  let transports: Record<"ANALYTICS" | "WORKSPACES", ReturnType<typeof createToolTransport>>;
+  try {
+    transports = { ANALYTICS: createToolTransport("ANALYTICS"), WORKSPACES: createToolTransport("WORKSPACES") };
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`generate-data: ${err.message}\n`);
+    process.exit(2);
+  }
+  const analytics = createClient(AnalyticsService, transports.ANALYTICS.transport);
   let workspaceId = arg(args, "workspace");
-  const ws: Client<typeof WorkspacesService> = createClient(WorkspacesService, createGrpcTransport({ baseUrl: serviceAddress("WORKSPACES") }));
+  const ws: Client<typeof WorkspacesService> = createClient(WorkspacesService, transports.WORKSPACES.transport);
   if (workspaceId === undefined) {
     workspaceId = (await ws.createWorkspace({ name: `synthetic ${seed}`, plan: "pro", unlimited: true })).workspace!.id;
     process.stderr.write(`generate-data: created workspace ${workspaceId}\n`);
