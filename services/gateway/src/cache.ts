@@ -2,16 +2,31 @@
  * Snapshot cache of heavy reads (routes with cache_ttl_seconds > 0; CACHE_TTL_SECONDS
  * overrides every route, 0 disables caching).
  *
- * Key: `snap:{ws}:{generation}:{sha256(rpc, method, path variables, known query)}`. The
- * generation is a per-workspace value (`gen:{ws}`) that every successful call of a route with
- * invalidates_cache replaces with a fresh random one before the answer leaves, so a caller
- * always reads its own writes and old snapshots simply age out. A random value rather than a
- * counter: a Redis that restarts empty would count again from zero and bring back generations
- * that snapshots written around the restart still carry. Path variables (which may be
- * `ext_<externalId>`) only ever enter a key hashed; the cached value is the answer body itself.
+ * Keys: a per-workspace generation `gen:{ws}`, and one snapshot per request,
+ * `snap:{ws}:{sha256(rpc, method, path variables, known query)}`, whose value is the generation
+ * it was computed at, a newline, and the answer body. Every successful call of a route with
+ * invalidates_cache replaces the workspace's generation with a fresh random one before the
+ * answer leaves, so a caller always reads its own writes: a snapshot of another generation is
+ * never served, and the next read computes it again. A random value rather than a counter: a
+ * Redis that restarts empty would count again from zero and bring back generations that
+ * snapshots written around the restart still carry. Path variables (which may be
+ * `ext_<externalId>`) only ever enter a key hashed.
+ *
+ * A read costs one Redis round trip: `MGET gen:{ws} snap:{ws}:{hash}` (both keys carry the
+ * workspace's hash tag, so they live in one cluster slot), the generation and the snapshot
+ * compared here. A snapshot computed at a generation that was replaced meanwhile may still be
+ * written over a newer one (its read began before a write, its answer came after); it is then
+ * never served, and only costs the next read a miss.
+ *
+ * Fills are single-flight: while one request of this process computes a snapshot (a key at a
+ * generation), the others that miss it wait for that answer instead of each calling the service,
+ * so an expiry under load costs one fill per key per process, not one per open connection. A
+ * request only joins a fill of the generation it read itself, so it never gets an answer
+ * computed before a write it has seen acknowledged.
  *
  * Only 200 answers are stored. Redis down → answers are computed (X-Cache: MISS), never an
- * error. A new generation that could not be written (Redis away during a write) is owed to
+ * error, and not shared (without a generation a fill cannot be told from one that predates a
+ * write). A new generation that could not be written (Redis away during a write) is owed to
  * that workspace alone: its snapshots are not read until it is written, which is tried again
  * every 250 ms and at once when Redis is back — so the cache recovers per workspace, as soon as
  * Redis answers, and other gateways stop serving the old snapshots then too. (A snapshot
@@ -56,12 +71,27 @@ export function generationKey(workspaceId: string): string {
   return `gen:{${workspaceId}}`;
 }
 
-/** The snapshot key of a decoded request at a generation. Nothing the caller sent appears unhashed. */
-export function snapshotKey(req: GatewayRequest, workspaceId: string, generation: string): string {
+/** The snapshot key of a decoded request. Nothing the caller sent appears unhashed. */
+export function snapshotKey(req: GatewayRequest, workspaceId: string): string {
   const m = req.route!;
   const vars = [...m.pathVars].sort(([a], [b]) => (a < b ? -1 : 1));
   const what = JSON.stringify([`${m.route.service.typeName}/${m.route.method.name}`, req.method, m.route.template, vars, req.canonicalQuery ?? ""]);
-  return `snap:{${workspaceId}}:${generation}:${createHash("sha256").update(what).digest("hex")}`;
+  return `snap:{${workspaceId}}:${createHash("sha256").update(what).digest("hex")}`;
+}
+
+/** The generation a workspace without one is at (never written, or Redis restarted empty). */
+const NO_GENERATION = "0";
+
+/** A snapshot's stored value: its generation, a newline, the answer body. */
+export function snapshotValue(generation: string, body: string): string {
+  return `${generation}\n${body}`;
+}
+
+/** The body of a stored snapshot when it was computed at `generation`, else undefined. */
+export function snapshotBody(value: string | null | undefined, generation: string): string | undefined {
+  if (value === null || value === undefined) return undefined;
+  const nl = generation.length;
+  return value.length > nl && value.charCodeAt(nl) === 10 && value.startsWith(generation) ? value.slice(nl + 1) : undefined;
 }
 
 /** Most workspaces remembered as owing a generation; beyond that, every snapshot is distrusted instead. */
@@ -118,6 +148,18 @@ export function createSnapshotCache(options: CacheOptions): SnapshotCache {
   timer.unref();
   redis?.on("ready", payDebts);
 
+  // Fills in flight in this process, by generation and key: the requests that miss a snapshot
+  // being computed share its answer (or its error).
+  const fills = new Map<string, Promise<Answer>>();
+  const fill = (id: string, compute: () => Promise<Answer>): Promise<Answer> => {
+    let pending = fills.get(id);
+    if (pending === undefined) {
+      pending = compute().finally(() => fills.delete(id));
+      fills.set(id, pending);
+    }
+    return pending;
+  };
+
   const policy: Step = async (req, next): Promise<Answer> => {
     const route = req.route?.route;
     const ws = req.principal?.workspaceId;
@@ -136,26 +178,27 @@ export function createSnapshotCache(options: CacheOptions): SnapshotCache {
     // Snapshots of a workspace that owes a generation may predate one of its writes.
     if (owed.has(ws) && !(await bump(ws))) return next();
 
-    let key: string;
+    const key = snapshotKey(req, ws);
+    let generation: string;
     try {
-      const generation = (await redisCall("get", () => redis.get(generationKey(ws)))) ?? "0";
-      key = snapshotKey(req, ws, generation);
-      if (now() >= distrustUntil) {
-        const hit = await redisCall("get", () => redis.get(key));
-        if (hit !== null) {
-          req.responseHeaders.set("x-cache", "HIT");
-          return { status: 200, body: hit };
-        }
+      const [gen, value] = await redisCall("mget", () => redis.mget(generationKey(ws), key));
+      generation = gen ?? NO_GENERATION;
+      const body = now() >= distrustUntil ? snapshotBody(value, generation) : undefined;
+      if (body !== undefined) {
+        req.responseHeaders.set("x-cache", "HIT");
+        return { status: 200, body };
       }
     } catch (err) {
       failed("read", err);
       return next();
     }
-    const answer = await next();
-    if (answer.status === 200) {
-      await redisCall("set", () => redis.set(key, answer.body, "PX", ttl * 1000)).catch((err: unknown) => failed("write", err));
-    }
-    return answer;
+    return fill(`${generation}:${key}`, async () => {
+      const answer = await next();
+      if (answer.status === 200) {
+        await redisCall("set", () => redis.set(key, snapshotValue(generation, answer.body), "PX", ttl * 1000)).catch((err: unknown) => failed("write", err));
+      }
+      return answer;
+    });
   };
 
   return {

@@ -154,11 +154,130 @@ describe("snapshot cache in Redis", () => {
     await cache(request(ws, "GET", "/customers/ext_carol-secret/attribution"), compute(404));
     const keys = await redis.keys(`*${ws}*`);
     expect(keys).toHaveLength(1);
-    expect(keys[0]).toMatch(new RegExp(`^snap:\\{${ws}\\}:0:[0-9a-f]{64}$`));
+    expect(keys[0]).toMatch(new RegExp(`^snap:\\{${ws}\\}:[0-9a-f]{64}$`));
+    // The value: the generation it was computed at (none written yet: "0"), then the body.
+    expect(await redis.get(keys[0]!)).toMatch(/^0\n\{"success":true/);
     expect(keys.join()).not.toMatch(/secret|bob|carol|attribution/);
     const ttl = await redis.pttl(keys[0]!);
     expect(ttl).toBeGreaterThan(25_000);
     expect(ttl).toBeLessThanOrEqual(30_000);
+  });
+
+  it("reads a snapshot in one Redis round trip, fills a miss with one more, and serves nothing of an older generation", async () => {
+    // A client that records every command sent through it.
+    const sent: string[][] = [];
+    const commands = new Set(redis.getBuiltinCommands());
+    const counting = new Proxy(redis, {
+      get(target, p, receiver) {
+        const v = Reflect.get(target, p, receiver);
+        if (typeof p !== "string" || !commands.has(p) || typeof v !== "function") return v;
+        return (...args: unknown[]) => {
+          sent.push([p, ...args.filter((a) => typeof a === "string" && a.includes("{"))] as string[]);
+          return (v as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    const cache = createSnapshotCache({ redis: counting, ttlOverrideSeconds: undefined, maxTtlSeconds: 30, logger });
+    const ws = newId("ws");
+    const read = async () => {
+      sent.length = 0;
+      const r = request(ws, "GET", "/customers/cohorts");
+      const a = await cache.policy(r, compute());
+      return { cache: r.responseHeaders.get("x-cache"), body: a.body, sent: sent.map((c) => c[0]) };
+    };
+    const miss = await read();
+    expect(miss).toMatchObject({ cache: "MISS", sent: ["mget", "set"] });
+    const [mget] = sent;
+    expect(mget).toEqual(["mget", generationKey(ws), expect.stringMatching(new RegExp(`^snap:\\{${ws}\\}:`))]);
+    const hit = await read();
+    expect(hit).toEqual({ cache: "HIT", body: miss.body, sent: ["mget"] });
+    // A write: a new generation; the snapshot of the old one is not served, and is replaced.
+    await cache.policy(request(ws, "POST", "/track/sale"), compute());
+    const after = await read();
+    expect(after.cache).toBe("MISS");
+    expect(after.body).not.toBe(miss.body);
+    expect(after.sent).toEqual(["mget", "set"]);
+    expect(await redis.keys(`snap:{${ws}}:*`)).toHaveLength(1);
+    expect(await read()).toEqual({ cache: "HIT", body: after.body, sent: ["mget"] });
+    cache.stop();
+  });
+
+  it("fills a missing snapshot once per process: concurrent misses wait for one computation and share its answer or its error", async () => {
+    // Counts answered reads, so the fill is released only once every request has read its miss.
+    let reads = 0;
+    const counting = new Proxy(redis, {
+      get(target, p, receiver) {
+        const v = Reflect.get(target, p, receiver);
+        return p === "mget" ? (...args: unknown[]) => (v as (...a: unknown[]) => Promise<unknown>).apply(target, args).finally(() => reads++) : v;
+      },
+    });
+    const cache = createSnapshotCache({ redis: counting, ttlOverrideSeconds: undefined, maxTtlSeconds: 30, logger });
+    const ws = newId("ws");
+    let calls = 0;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const slow = async (): Promise<Answer> => {
+      const n = ++calls;
+      await gate;
+      return { status: 200, body: JSON.stringify({ success: true, n }) };
+    };
+    const reqs = Array.from({ length: 32 }, () => request(ws, "GET", "/customers/cohorts"));
+    const answers = Promise.all(reqs.map((r) => cache.policy(r, slow)));
+    // Another snapshot of the workspace is filled on its own.
+    const other = cache.policy(request(ws, "GET", "/customers/cohorts", "group_by=month"), slow);
+    for (let i = 0; i < 200 && (reads < 33 || calls < 2); i++) await new Promise((r) => setTimeout(r, 5));
+    release();
+    const bodies = new Set((await answers).map((a) => a.body));
+    expect(calls).toBe(2);
+    expect(bodies).toEqual(new Set([JSON.stringify({ success: true, n: 1 })]));
+    expect((await other).body).toBe(JSON.stringify({ success: true, n: 2 }));
+    expect(reqs.map((r) => r.responseHeaders.get("x-cache"))).toEqual(reqs.map(() => "MISS"));
+    const next = request(ws, "GET", "/customers/cohorts");
+    await cache.policy(next, slow);
+    expect(next.responseHeaders.get("x-cache")).toBe("HIT");
+    expect(calls).toBe(2);
+
+    // A failed fill fails its waiters with it, and the next read computes again.
+    const ws2 = newId("ws");
+    let failing = 0;
+    const boom = async (): Promise<Answer> => {
+      failing++;
+      await new Promise((r) => setTimeout(r, 20));
+      throw new Error("service down");
+    };
+    const failed = await Promise.allSettled(Array.from({ length: 8 }, () => cache.policy(request(ws2, "GET", "/customers/cohorts"), boom)));
+    expect(failed.every((f) => f.status === "rejected" && (f.reason as Error).message === "service down")).toBe(true);
+    expect(failing).toBe(1);
+    await cache.policy(request(ws2, "GET", "/customers/cohorts"), compute());
+    const r2 = request(ws2, "GET", "/customers/cohorts");
+    await cache.policy(r2, compute());
+    expect(r2.responseHeaders.get("x-cache")).toBe("HIT");
+    cache.stop();
+  });
+
+  it("never hands a read an answer computed before a write the reader saw acknowledged", async () => {
+    const cache = createSnapshotCache({ redis, ttlOverrideSeconds: undefined, maxTtlSeconds: 30, logger });
+    const ws = newId("ws");
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let calls = 0;
+    const before = cache.policy(request(ws, "GET", "/customers/cohorts"), async () => {
+      calls++;
+      await gate;
+      return { status: 200, body: '{"before":true}' };
+    });
+    for (let i = 0; i < 100 && calls < 1; i++) await new Promise((r) => setTimeout(r, 5));
+    await cache.policy(request(ws, "POST", "/track/lead"), compute()); // acknowledged: a new generation
+    const afterReq = request(ws, "GET", "/customers/cohorts");
+    const after = cache.policy(afterReq, async () => ({ status: 200, body: '{"after":true}' }));
+    expect((await after).body).toBe('{"after":true}');
+    release();
+    expect((await before).body).toBe('{"before":true}');
+    // The late fill of the old generation may overwrite the snapshot, but is never served.
+    const again = request(ws, "GET", "/customers/cohorts");
+    const a = await cache.policy(again, async () => ({ status: 200, body: '{"after":true}' }));
+    expect(a.body).toBe('{"after":true}');
+    cache.stop();
   });
 
   it("CACHE_TTL_SECONDS overrides the TTL; 0 disables caching", async () => {
