@@ -12,8 +12,8 @@ import { parseAllDocuments } from "yaml";
 const deployDir = dirname(fileURLToPath(import.meta.url));
 const root = dirname(deployDir);
 
-// Every variable config.ts reads (plus <PLUGIN>_ADDR, built from the plugin names).
-const configSource = readFileSync(join(root, "services/mesh/src/config.ts"), "utf8");
+// Every variable config.ts reads, itself or through credentials.ts (plus <PLUGIN>_ADDR, built from the plugin names).
+const configSource = ["config.ts", "credentials.ts"].map((f) => readFileSync(join(root, "services/mesh/src", f), "utf8")).join("\n");
 const plugins = ["workspaces", "customers", "analytics", "gateway"];
 const knownEnv = new Set([...configSource.matchAll(/"([A-Z][A-Z0-9_]+)"/g)].map((m) => m[1]));
 for (const p of plugins) knownEnv.add(`${p.toUpperCase()}_ADDR`);
@@ -30,6 +30,8 @@ const targets = [
   "overlays/single-process",
   { name: "base + components/otel", components: ["otel"] },
   { name: "base + components/network-policies", components: ["network-policies"] },
+  { name: "base + components/mutual-tls", components: ["mutual-tls"] },
+  { name: "single-process + mutual-tls", components: ["single-process", "mutual-tls"] },
   { name: "single-process + otel", components: ["single-process", "otel"] },
 ];
 
@@ -113,6 +115,17 @@ function check(name, yamlText) {
       }
       if (running.some((p) => needsMongo.has(p)) && env.MONGODB_URI === undefined) fail(`${id}: needs MONGODB_URI`);
       if (env.REDIS_URL === undefined && running.some((p) => p !== "workspaces")) fail(`${id}: needs REDIS_URL`);
+
+      // Mutual TLS: all three files, each on a mounted Secret, and peers called at https:// (config.ts refuses the rest).
+      const tlsFiles = ["TLS_CERT", "TLS_KEY", "TLS_CA"].filter((k) => env[k] !== undefined);
+      if (tlsFiles.length > 0) {
+        if (tlsFiles.length < 3) fail(`${id}: TLS_CERT, TLS_KEY and TLS_CA go together`);
+        for (const k of tlsFiles) {
+          const mount = (c.volumeMounts ?? []).find((m) => env[k].startsWith(`${m.mountPath}/`));
+          if (mount === undefined || !pod.volumes?.some((v) => v.name === mount.name && v.secret !== undefined)) fail(`${id}: ${k} ${env[k]} is on no mounted Secret`);
+        }
+        for (const p of plugins) if (/^http:/.test(env[`${p.toUpperCase()}_ADDR`] ?? "")) fail(`${id}: ${p.toUpperCase()}_ADDR must be https:// with TLS_CERT`);
+      }
 
       // Probes: gRPC health on GRPC_PORT where RPC services run; the gateway alone answers REST.
       const grpcPort = Number(env.GRPC_PORT ?? 8090);

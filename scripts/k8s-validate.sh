@@ -189,6 +189,7 @@ for c in deploy/components/*/; do
   variant "base+$c" "$c"
 done
 variant "base+single-process+otel" single-process otel # deploy/README.md's example
+variant "base+single-process+mutual-tls" single-process mutual-tls
 
 failed=0
 declare -A namespaces=()
