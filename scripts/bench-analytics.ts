@@ -82,6 +82,7 @@ async function main(): Promise<void> {
     MESH_PLUGINS: "workspaces,customers,analytics,gateway",
     GRPC_PORT: "0",
     PORT: "0",
+    METRICS_PORT: process.env["METRICS_PORT"] ?? "0",
     DATA_DIR: dataDir,
     MONGODB_DB_PREFIX: `bench${newId("", 6).slice(1).toLowerCase()}`,
     LOG_LEVEL: process.env["LOG_LEVEL"] ?? "error",

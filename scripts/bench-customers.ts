@@ -73,6 +73,7 @@ async function main(): Promise<void> {
     MONGODB_DB_PREFIX: prefix,
     GRPC_PORT: "0",
     PORT: "0",
+    METRICS_PORT: process.env["METRICS_PORT"] ?? "0",
     DATA_DIR: dataDir,
     LOG_LEVEL: process.env["LOG_LEVEL"] ?? "error",
   });

@@ -37,8 +37,8 @@ major=${version#v}; major=${major%%.*}
 [ "$major" -ge 22 ] || { say "Node $version is older than 22"; exit 1; }
 say "runtime: $(du -sh . | cut -f1) ($(du -sh node_modules | cut -f1) of it node_modules); Node $version"
 
-port=$((20000 + RANDOM % 20000)); grpc=$((port + 1))
-PORT=$port GRPC_PORT=$grpc DATA_DIR="$scratch/data" FERRETDB_BIN="${FERRETDB_BIN:-$repo/.bin/ferretdb}" \
+port=$((20000 + RANDOM % 20000)); grpc=$((port + 1)); metrics=$((port + 2))
+PORT=$port GRPC_PORT=$grpc METRICS_PORT=$metrics DATA_DIR="$scratch/data" FERRETDB_BIN="${FERRETDB_BIN:-$repo/.bin/ferretdb}" \
   "$node_bin" services/mesh/src/main.js >"$scratch/mesh.log" 2>&1 &
 pid=$!
 
@@ -49,6 +49,10 @@ for _ in $(seq 1 100); do
 done
 curl -fs "http://127.0.0.1:$port/healthz" >/dev/null || { say "/healthz did not answer"; exit 1; }
 say "/healthz: 200"
+# (into a file: `grep -q` on a pipe would end curl with SIGPIPE and fail the pipe)
+curl -fs "http://127.0.0.1:$metrics/metrics" >"$scratch/metrics.txt" && grep -q '^# TYPE linquid_http_requests counter' "$scratch/metrics.txt" \
+  || { say "/metrics did not answer with the request counters"; exit 1; }
+say "/metrics: 200"
 
 cat >"$scratch/dist/health-check.mjs" <<'JS'
 import { createClient } from "@connectrpc/connect";

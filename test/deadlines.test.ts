@@ -31,7 +31,7 @@ describe("deadlines at the database", () => {
     mongo.on("commandStarted", (e) => commands.push(e));
     await mongo.connect();
     prefix = `t${newId("", 8).slice(1).toLowerCase()}`;
-    const config = loadConfig({ MONGODB_URI: inject("mongodbUri"), REDIS_URL: "none", MONGODB_DB_PREFIX: prefix, GRPC_PORT: "0", PORT: "0", MESH_PLUGINS: "workspaces,customers,analytics" });
+    const config = loadConfig({ MONGODB_URI: inject("mongodbUri"), REDIS_URL: "none", MONGODB_DB_PREFIX: prefix, GRPC_PORT: "0", PORT: "0", METRICS_PORT: "off", MESH_PLUGINS: "workspaces,customers,analytics" });
     host = await startHost(config, { plugins: [workspaces, customers, analytics].map(monitored), logger: createLogger("test", "error") });
   });
   afterAll(async () => {

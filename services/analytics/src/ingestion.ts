@@ -29,7 +29,7 @@
 import { performance } from "node:perf_hooks";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { CustomersService } from "@linquid/contracts";
-import { invalidArgument, isUnavailable, newId, unavailable, violationsIn, type Logger } from "@linquid/mesh";
+import { eventsIngested, invalidArgument, isUnavailable, newId, unavailable, violationsIn, type Logger } from "@linquid/mesh";
 import type { AnalyticsRepository, ClickOwnerDoc, EventDoc } from "./repository.js";
 import type { Rollups } from "./rollups.js";
 import type { StatsPusher } from "./stats-push.js";
@@ -46,6 +46,19 @@ export interface TrackOutcome {
 
 /** Items per StitchCustomers call (the customers service takes up to 1,000). */
 const STITCH_BATCH = 1000;
+
+/** Adds a batch's outcomes to the ingestion counter: one increment per type and outcome, not per event. */
+function countOutcomes(events: readonly IncomingEvent[], outcomes: readonly TrackOutcome[]): void {
+  const counts = new Map<string, number>();
+  outcomes.forEach((o, i) => {
+    const key = `${events[i]!.type} ${o.failure !== undefined ? "rejected" : o.duplicate ? "duplicate" : "stored"}`;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  });
+  for (const [key, n] of counts) {
+    const [type, outcome] = key.split(" ") as [string, string];
+    eventsIngested.inc({ type, outcome }, n);
+  }
+}
 
 export class Ingestion {
   constructor(
@@ -204,6 +217,7 @@ export class Ingestion {
       const o = out[first]!;
       out[i] = o.failure !== undefined ? o : { eventId: o.eventId, customerId: events[i]!.type === "click" ? null : o.customerId, duplicate: true };
     }
+    countOutcomes(events, out as TrackOutcome[]);
     return out as TrackOutcome[];
   }
 }

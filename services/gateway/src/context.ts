@@ -23,6 +23,8 @@ export interface Answer {
   readonly body: string;
   /** Set on streaming answers, whose `body` is "": server.ts writes it with backpressure. */
   readonly stream?: StreamingBody;
+  /** The envelope's error code of an error answer (for the access line and metrics). */
+  readonly code?: string;
 }
 
 /** A response body produced as the client takes it. */

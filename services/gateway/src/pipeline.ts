@@ -1,7 +1,8 @@
 /**
  * The policy chain of every REST request, in its one fixed order:
  *
- *   1. request id   X-Request-Id, SERVER span continuing the caller's traceparent
+ *   1. request id   X-Request-Id, SERVER span continuing the caller's traceparent;
+ *                   within it, the access line and metrics of the final answer (observe.ts)
  *   2. error map    anything thrown below → the JSON error envelope (error-map.ts)
  *   3. routing      /openapi.json and /docs answered without a key (openapi/reference.ts);
  *                   the contract's routes: 404 NOT_FOUND / 405 METHOD_NOT_ALLOWED
@@ -28,6 +29,7 @@ import { createEntitlementPolicy } from "./entitlement.js";
 import { toHttpError } from "./error-map.js";
 import { HttpError } from "./http-error.js";
 import { createRateLimitPolicies, type Limiter } from "./rate-limit.js";
+import { createObservePolicy } from "./observe.js";
 import { createRequestIdPolicy } from "./request-id.js";
 import type { Route, RouteTable } from "./route-table.js";
 import { recordWriter, streamFormatOf } from "./stream-format.js";
@@ -57,7 +59,7 @@ export interface PipelineDeps {
 export function errorAnswer(err: HttpError): Answer {
   const error: Record<string, unknown> = { code: err.code, message: err.message };
   if (err.details !== undefined && err.details.length > 0) error["details"] = err.details;
-  return { status: err.status, body: JSON.stringify({ success: false, error }) };
+  return { status: err.status, body: JSON.stringify({ success: false, error }), code: err.code };
 }
 
 function createErrorMapPolicy(logger: Logger): Step {
@@ -174,6 +176,7 @@ export function createPipeline(deps: PipelineDeps): (req: GatewayRequest) => Pro
   const rateLimit = createRateLimitPolicies(deps.limiter);
   const steps: Step[] = [
     createRequestIdPolicy(),
+    createObservePolicy(deps.logger),
     createErrorMapPolicy(deps.logger),
     ...(deps.reference === undefined ? [] : [deps.reference]),
     createRoutingPolicy(deps.routes),

@@ -21,6 +21,8 @@ export interface MeshConfig {
   readonly grpcPort: number;
   /** REST gateway port (PORT; 0 = any free port). */
   readonly gatewayPort: number;
+  /** Prometheus metrics port (METRICS_PORT, default 9464; 0 = any free port; "off" = no metrics listener). */
+  readonly metricsPort: number | undefined;
   /** Base path of the REST API (API_BASE_PATH). */
   readonly apiBasePath: string;
   /** Where to reach each service not run in this process, e.g. CUSTOMERS_ADDR=http://customers:8090. */
@@ -161,6 +163,7 @@ export function loadConfig(env: Env = process.env): MeshConfig {
     bindHost: str(env, "BIND_HOST", "127.0.0.1"),
     grpcPort: int(env, "GRPC_PORT", 8090, 0, 65535),
     gatewayPort: int(env, "PORT", 8080, 0, 65535),
+    metricsPort: env["METRICS_PORT"] === "off" ? undefined : int(env, "METRICS_PORT", 9464, 0, 65535),
     apiBasePath,
     serviceAddrs,
     mongodbUri: url(env, "MONGODB_URI", ["mongodb:", "mongodb+srv:"]),

@@ -33,7 +33,9 @@ import { createLogger, type Logger } from "./logger.js";
 import { connectMongo, pluginDb } from "./mongo.js";
 import { peerKey, peerOfRequest } from "./peer-identity.js";
 import { pluginOfService, type Plugin, type PluginContext, type RunningPlugin } from "./plugin.js";
+import { startMetricsServer } from "./metrics.js";
 import { createRedis } from "./redis.js";
+import { createRpcObserveInterceptor } from "./rpc-observe.js";
 import { createClientTracingInterceptor, createServerTracingInterceptor } from "./rpc-tracing.js";
 
 export interface Host {
@@ -44,6 +46,8 @@ export interface Host {
   /** Where the MongoDB of this process is (embedded or configured). */
   readonly mongodbUri: string | undefined;
   readonly redisUrl: string | undefined;
+  /** Base URL of this process's metrics listener (text at `/metrics`); undefined when METRICS_PORT=off. */
+  readonly metricsUrl: string | undefined;
   /** A client for any service, wired as a plugin's would be. */
   client<S extends DescService>(service: S): Client<S>;
   /** Stops plugins, servers, connections and child processes; safe to call twice. */
@@ -238,7 +242,8 @@ export async function startHost(config: MeshConfig, options: HostOptions = {}): 
 
     // RPC wiring.
     const clientInterceptors = [createClientTracingInterceptor()];
-    const serverInterceptors = [createServerTracingInterceptor(), createErrorLoggingInterceptor(logger.child("rpc"))];
+    // Access lines and metrics inside the tracing one, so that they carry the RPC's span.
+    const serverInterceptors = [createServerTracingInterceptor(), createRpcObserveInterceptor(logger.child("rpc")), createErrorLoggingInterceptor(logger.child("rpc"))];
     const running: RunningPlugin[] = [];
     const registrations: Array<(router: ConnectRouter) => void> = [];
     // Every handler runs in the deadline scope of its call (deadline.ts); those of plugins with
@@ -337,12 +342,23 @@ export async function startHost(config: MeshConfig, options: HostOptions = {}): 
       logger.info("serving gRPC", { url: grpcUrl, services: services.map((s) => s.typeName), mutualTls: credentials === undefined ? "off" : credentials.current().identity });
     }
 
+    let metricsUrl: string | undefined;
+    if (config.metricsPort !== undefined) {
+      const metrics = await startMetricsServer(config.metricsPort, config.bindHost).catch((err: Error) => {
+        throw new ConfigError(`METRICS_PORT: cannot listen on ${config.bindHost}:${config.metricsPort} (${err.message})`);
+      });
+      cleanups.push(() => metrics.stop());
+      metricsUrl = metrics.url;
+      logger.info("serving metrics", { url: `${metricsUrl}/metrics` });
+    }
+
     let stopping: Promise<void> | undefined;
     return {
       grpcUrl,
       gatewayUrl,
       mongodbUri,
       redisUrl,
+      metricsUrl,
       client,
       stop: () => (stopping ??= stopAll()),
     };

@@ -12,9 +12,11 @@ export { createPeerFailureInterceptor, isSafeMethod, startHost, type Host, type 
 export { newId, seededRandom } from "./ids.js";
 export { identityOfCertificate, peerKey, type Peer } from "./peer-identity.js";
 export { createLogger, type Logger, type LogLevel } from "./logger.js";
+export { cacheLookups, eventsIngested, httpDuration, httpRequests, rateLimitRefusals, registry as metricsRegistry, secondsSince, startMetricsServer, type MetricsServer } from "./metrics.js";
 export { connectMongo, dbCall, dbStream, ensureIndexes, insertIfAbsent, insertManyNew, pluginDb, type DbOptions } from "./mongo.js";
 export { pluginOfService, type Plugin, type PluginContext, type RunningPlugin } from "./plugin.js";
 export { createRedis, redisCall, redisReady } from "./redis.js";
+export { createRpcObserveInterceptor, GRPC_CODE_NAMES } from "./rpc-observe.js";
 export { createClientTracingInterceptor, createServerTracingInterceptor } from "./rpc-tracing.js";
 export { startTelemetry, type Telemetry, type TelemetryOptions } from "./telemetry.js";
 export { createToolTransport, type ToolCredentialFlags, type ToolTransport } from "./tool-transport.js";

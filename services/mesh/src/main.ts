@@ -31,7 +31,7 @@ try {
   if (err instanceof ConfigError) fatal(`configuration error: ${err.message}`, 2);
   fatal(`start failed: ${(err as Error).message}`, 1);
 }
-logger.info("mesh started", { plugins: config.plugins, grpc: host.grpcUrl, gateway: host.gatewayUrl });
+logger.info("mesh started", { plugins: config.plugins, grpc: host.grpcUrl, gateway: host.gatewayUrl, metrics: host.metricsUrl });
 
 let stopping = false;
 async function shutdown(signal: string): Promise<void> {

@@ -23,6 +23,7 @@ import { MongoBulkWriteError, MongoClient, type Collection, type CreateIndexesOp
 import { Code, ConnectError } from "@connectrpc/connect";
 import { dbTimeout } from "./deadline.js";
 import { fromMongoError } from "./errors.js";
+import { mongoDuration, secondsSince } from "./metrics.js";
 import { inSpan } from "./spans.js";
 
 const tracer = trace.getTracer("linquid.mongodb");
@@ -79,11 +80,20 @@ export type DbOptions = { readonly maxTimeMS: number };
  */
 export async function dbCall<T>(collection: string, operation: string, fn: (options: DbOptions) => Promise<T>): Promise<T> {
   const attributes = { "db.system": "mongodb", "db.collection.name": collection, "db.operation.name": operation };
+  const started = performance.now();
+  let outcome = "error";
   try {
     const options = dbTimeout();
-    return await inSpan(tracer, `mongodb.${operation} ${collection}`, { kind: SpanKind.CLIENT, attributes }, () => fn(options));
+    const result = await inSpan(tracer, `mongodb.${operation} ${collection}`, { kind: SpanKind.CLIENT, attributes }, () => fn(options));
+    outcome = "ok";
+    return result;
   } catch (err) {
     throw fromMongoError(err, `${collection}.${operation}`);
+  } finally {
+    // Timed here rather than by the driver's command monitoring: with monitoring on, the driver
+    // decodes every cursor reply a second time for its event (measured: +0.6 ms of CPU per
+    // 100-document find on the embedded database, about 20%).
+    mongoDuration.observe({ collection, operation, outcome }, secondsSince(started));
   }
 }
 

@@ -6,6 +6,7 @@
 import { SpanKind, trace } from "@opentelemetry/api";
 import { Redis } from "ioredis";
 import type { Logger } from "./logger.js";
+import { redisDuration, secondsSince } from "./metrics.js";
 import { inSpan } from "./spans.js";
 
 const tracer = trace.getTracer("linquid.redis");
@@ -39,7 +40,15 @@ export function redisReady(redis: Redis | undefined): redis is Redis {
   return redis !== undefined && redis.status === "ready";
 }
 
-/** Runs one Redis call inside a client span. Errors propagate; callers decide how to degrade. */
-export function redisCall<T>(operation: string, fn: () => Promise<T>): Promise<T> {
-  return inSpan(tracer, `redis.${operation}`, { kind: SpanKind.CLIENT, attributes: { "db.system": "redis", "db.operation.name": operation } }, fn);
+/** Runs one Redis call inside a client span, timed (metrics.ts). Errors propagate; callers decide how to degrade. */
+export async function redisCall<T>(operation: string, fn: () => Promise<T>): Promise<T> {
+  const started = performance.now();
+  let outcome = "error";
+  try {
+    const result = await inSpan(tracer, `redis.${operation}`, { kind: SpanKind.CLIENT, attributes: { "db.system": "redis", "db.operation.name": operation } }, fn);
+    outcome = "ok";
+    return result;
+  } finally {
+    redisDuration.observe({ command: operation, outcome }, secondsSince(started));
+  }
 }

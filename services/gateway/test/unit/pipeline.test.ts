@@ -153,7 +153,10 @@ describe("pipeline", () => {
     if (message !== undefined) expect(r.body.error.message).toBe(message);
     expect(JSON.stringify(r.body)).not.toMatch(/10\.0\.0\.1|\bat \w|\.ts:\d/);
     expect(r.headers["x-request-id"]).toBe("rid-1");
-    if (status >= 500) expect(logged.some((l) => l.includes('"requestId":"rid-1"'))).toBe(true);
+    // Every request has its access line; a server error also has an error line with its cause.
+    const lines = logged.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l["requestId"] === "rid-1");
+    expect(lines.filter((l) => l["msg"] === "request")).toMatchObject([{ level: "info", route: "/customers/{id}", method: "GET", status, code }]);
+    expect(lines.some((l) => l["level"] === "error")).toBe(status >= 500);
   });
 
   it("answers ANALYTICS_ERROR for an analytics internal error, and X-Cache on cacheable routes", async () => {

@@ -32,8 +32,11 @@ export interface TestMesh {
 
 export const ALL_SCOPES = ["links:read", "links:create", "links:update", "links:delete", "analytics:read", "events:write"];
 
-/** Starts a mesh for a test file. `env` overrides the test defaults (all plugins, ports 0). */
-export async function startTestMesh(env: Record<string, string> = {}): Promise<TestMesh> {
+/**
+ * Starts a mesh for a test file. `env` overrides the test defaults (all plugins, ports 0, error
+ * logs only); `log` receives each line it logs (JSON) instead of stderr.
+ */
+export async function startTestMesh(env: Record<string, string> = {}, options: { log?: (line: string) => void } = {}): Promise<TestMesh> {
   const config = loadConfig({
     MONGODB_URI: inject("mongodbUri"),
     REDIS_URL: inject("redisUrl"),
@@ -42,11 +45,12 @@ export async function startTestMesh(env: Record<string, string> = {}): Promise<T
     MONGODB_DB_PREFIX: `t${newId("", 8).slice(1).toLowerCase()}`,
     GRPC_PORT: "0",
     PORT: "0",
+    METRICS_PORT: "0",
     LOG_LEVEL: process.env["TEST_LOG_LEVEL"] ?? "error",
     SHUTDOWN_TIMEOUT_MS: "2000",
     ...env,
   });
-  const host = await startHost(config, { logger: createLogger("test-mesh", config.logLevel) });
+  const host = await startHost(config, { logger: createLogger("test-mesh", config.logLevel, options.log) });
   const transports: Array<ReturnType<typeof createGrpcTransport>> = [];
   const api = `${host.gatewayUrl ?? ""}${config.apiBasePath}`;
   const mesh: TestMesh = {

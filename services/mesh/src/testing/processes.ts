@@ -42,6 +42,7 @@ export async function spawnMesh(env: Record<string, string>): Promise<MeshProces
       HOME: process.env["HOME"] ?? "/tmp",
       GRPC_PORT: "0",
       PORT: "0",
+      METRICS_PORT: "0",
       LOG_LEVEL: "info",
       SHUTDOWN_TIMEOUT_MS: "2000",
       ...env,

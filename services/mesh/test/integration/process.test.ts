@@ -56,7 +56,7 @@ describe("mesh process", () => {
 
   it("fails fast when the database cannot be reached", async () => {
     const port = await freePort();
-    const run = runMain({ MONGODB_URI: `mongodb://127.0.0.1:${port}/`, MESH_PLUGINS: "workspaces", REDIS_URL: "none", GRPC_PORT: "0" });
+    const run = runMain({ MONGODB_URI: `mongodb://127.0.0.1:${port}/`, MESH_PLUGINS: "workspaces", REDIS_URL: "none", GRPC_PORT: "0", METRICS_PORT: "0" });
     expect(await run.exited).toBe(2);
     expect(run.stderr().trim().split("\n").at(-1)).toMatch(/^linquid: configuration error: MONGODB_URI: cannot reach the database/);
   });
@@ -69,6 +69,7 @@ describe("mesh process", () => {
       DATA_DIR: dataDir,
       GRPC_PORT: "0",
       PORT: "0",
+      METRICS_PORT: "0",
       FERRETDB_BIN: inject("ferretdbBin"),
       REDIS_SERVER_BIN: inject("redisServerBin"),
       LOG_LEVEL: "info",
@@ -111,7 +112,7 @@ describe("mesh process", () => {
     const dataDir = mkdtempSync(join(tmpdir(), "linquid-own-"));
     dirs.push(dataDir);
     // Two plugins are enough to need both backends, and start faster than four (the others are never called).
-    const env = { DATA_DIR: dataDir, MESH_PLUGINS: "workspaces,gateway", CUSTOMERS_ADDR: "http://127.0.0.1:1", ANALYTICS_ADDR: "http://127.0.0.1:1", GRPC_PORT: "0", PORT: "0", FERRETDB_BIN: inject("ferretdbBin"), REDIS_SERVER_BIN: inject("redisServerBin"), LOG_LEVEL: "info" };
+    const env = { DATA_DIR: dataDir, MESH_PLUGINS: "workspaces,gateway", CUSTOMERS_ADDR: "http://127.0.0.1:1", ANALYTICS_ADDR: "http://127.0.0.1:1", GRPC_PORT: "0", PORT: "0", METRICS_PORT: "0", FERRETDB_BIN: inject("ferretdbBin"), REDIS_SERVER_BIN: inject("redisServerBin"), LOG_LEVEL: "info" };
     const started = async (run: ReturnType<typeof runMain>) => {
       const deadline = Date.now() + 30_000;
       while (!run.stderr().includes('"msg":"mesh started"')) {
