@@ -55,6 +55,23 @@ export const ERROR_TABLE: ReadonlyMap<Code, ErrorMapping> = new Map<Code, ErrorM
   [Code.Internal, INTERNAL],
 ]);
 
+/**
+ * Answers the gateway's own policies give, for which no RPC code stands: REST code → answer.
+ * (The other refusals of the policy chain — 401, 403, 405, 413, 415, 429 — are still thrown
+ * where they are decided.)
+ */
+export const POLICY_ERRORS = {
+  // 409 Conflict: a request with the same Idempotency-Key is still running; retrying shortly gets its answer.
+  IDEMPOTENCY_IN_PROGRESS: { status: 409, code: "IDEMPOTENCY_IN_PROGRESS", message: "a request with this Idempotency-Key is still running; retry shortly", headers: RETRY_LATER },
+  // 422 Unprocessable Content: the Idempotency-Key was sent before with a different method, route or body.
+  IDEMPOTENCY_KEY_REUSED: { status: 422, code: "IDEMPOTENCY_KEY_REUSED", message: "this Idempotency-Key was used for a different request (method, route or body); send a new key with a new request" },
+} as const satisfies Readonly<Record<string, ErrorMapping>>;
+
+/** The HttpError of a POLICY_ERRORS line. */
+export function policyError(m: ErrorMapping): HttpError {
+  return new HttpError(m.status, m.code, m.message ?? m.code.toLowerCase().replace(/_/g, " "), undefined, m.headers);
+}
+
 /** 500 Internal Server Error from an AnalyticsService method: an analytics query failed. */
 const ANALYTICS_INTERNAL: ErrorMapping = { status: 500, code: "ANALYTICS_ERROR", message: "an analytics query failed" };
 

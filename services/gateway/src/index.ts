@@ -5,11 +5,12 @@
  */
 import type { DescService, Message } from "@bufbuild/protobuf";
 import { Code, ConnectError, type CallOptions } from "@connectrpc/connect";
-import { AnalyticsService, CustomersService, WorkspacesService, type AuthenticateApiKeyResponse } from "@linquid/contracts";
-import type { Plugin } from "@linquid/mesh";
+import { AnalyticsService, CustomersService, IdempotencyService, WorkspacesService, type AuthenticateApiKeyResponse } from "@linquid/contracts";
+import { DEFAULT_TIMEOUT_MS, type Plugin } from "@linquid/mesh";
 import { createAuthenticator, grantedScopes } from "./auth.js";
 import { createSnapshotCache } from "./cache.js";
 import type { Principal } from "./context.js";
+import { createIdempotencyPolicy } from "./idempotency.js";
 import { startInvalidationFeed } from "./invalidations.js";
 import { createOpenApiDocument } from "./openapi/document.js";
 import { createReferencePolicy, loadRenderer } from "./openapi/reference.js";
@@ -68,6 +69,8 @@ const plugin: Plugin = {
       limiter: createFallbackLimiter(ctx.redis, logger.child("rate-limit")),
       cache: cache.policy,
       reference: createReferencePolicy({ document, renderer: loadRenderer(), logger }),
+      // A claim lasts the RPC's deadline (the pipeline's default) plus the budget of the call that records its answer.
+      idempotency: createIdempotencyPolicy({ records: ctx.client(IdempotencyService), leaseMs: DEFAULT_TIMEOUT_MS + 5000, logger: logger.child("idempotency") }),
       invoke,
       invokeStream,
       logger,

@@ -12,8 +12,14 @@
  *   7. entitlement  403 FEATURE_NOT_AVAILABLE
  *   8. rate limit   spends a token: 429 RATE_LIMITED + Retry-After
  *   9. decode       path, query, body → RPC request: 400 / 413 / 415
- *  10. cache        snapshot read / generation bump (X-Cache)
- *  11. RPC call     through the mesh client, headers from an allow-list only
+ *  10. idempotency  POST/PATCH with Idempotency-Key: replay, 409 / 422, or run and keep (idempotency.ts)
+ *  11. cache        snapshot read / generation bump (X-Cache)
+ *  12. RPC call     through the mesh client, headers from an allow-list only
+ *
+ * Idempotency comes after the rate limit, so a replayed request spends a token like any other (a
+ * retry loop is not free), and after decoding, so a request the gateway refuses as malformed
+ * leaves its key unused; it comes before the cache, so a replay changes nothing, not even the
+ * workspace's snapshot generation.
  *
  * Each step is a small policy made by a factory; this file only puts them in order. A streaming
  * route's call answers as soon as the first response message (or the error) arrives: an error
@@ -47,6 +53,8 @@ export interface PipelineDeps {
   readonly cache: Step;
   /** Answers the API reference (/openapi.json, /docs) before routing; absent in tests of the chain alone. */
   readonly reference?: Step;
+  /** The Idempotency-Key policy (idempotency.ts); without it the header is ignored. */
+  readonly idempotency?: Step;
   readonly invoke: Invoke;
   /** Needed when the routes include streaming ones. */
   readonly invokeStream?: InvokeStream;
@@ -186,6 +194,7 @@ export function createPipeline(deps: PipelineDeps): (req: GatewayRequest) => Pro
     createEntitlementPolicy(),
     rateLimit.enforce,
     createDecodePolicy(),
+    ...(deps.idempotency === undefined ? [] : [deps.idempotency]),
     deps.cache,
   ];
   const call = createCall(deps.invoke, deps.invokeStream, deps.rpcTimeoutMs ?? 15_000);
