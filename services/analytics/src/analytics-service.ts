@@ -3,12 +3,13 @@
  * the PII scrub. Validation and answer shapes live here; the write path in ingestion.ts, totals
  * and rollups in rollups.ts, cohort math in reads.ts.
  */
-import { create } from "@bufbuild/protobuf";
-import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { create, toJson } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromDate, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client, type ServiceImpl } from "@connectrpc/connect";
 import {
   AttributionSchema,
   CohortSchema,
+  IngestResultSchema,
   JourneySummarySchema,
   LtvCohortSchema,
   PaginationSchema,
@@ -20,6 +21,7 @@ import {
   type GetJourneyRequest,
   type GetJourneySummaryRequest,
   type GetLtvCohortsRequest,
+  type IngestEventsRequest,
   type ListSnapshotInvalidationsRequest,
   type RebuildWorkspaceRequest,
   type RecalculateLtvRequest,
@@ -33,6 +35,7 @@ import {
   type TrackSaleRequest,
 } from "@linquid/contracts";
 import { isUnavailable, unavailable, Violations } from "@linquid/mesh";
+import { decodeItem, itemError, MAX_REST_BATCH } from "./batch-items.js";
 import { checkRange } from "./dates.js";
 import type { Ingestion, TrackOutcome } from "./ingestion.js";
 import type { SnapshotInvalidations } from "./invalidations.js";
@@ -136,6 +139,35 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
         o.failure !== undefined ? { eventId: "", duplicate: false, error: o.failure.rawMessage } : { ...answer(o) };
     });
     return { results: results.map((r) => r!) };
+  }
+
+  async ingestEvents(req: IngestEventsRequest) {
+    const ws = req.workspaceId;
+    const v = new Violations();
+    if (ws === "") v.add("workspaceId", "is required");
+    if (req.events.length === 0 || req.events.length > MAX_REST_BATCH) v.add("events", `must hold 1 to ${MAX_REST_BATCH.toLocaleString("en-US")} items`);
+    v.throwIfAny();
+    const now = this.now();
+    const decoded = req.events.map((item) => {
+      try {
+        return decodeItem(ws, toJson(ValueSchema, item), now);
+      } catch (err) {
+        if (itemError(err) === null) throw err;
+        return err as ConnectError;
+      }
+    });
+    const valid = decoded.filter((d): d is IncomingEvent => !(d instanceof ConnectError));
+    const outcomes = await this.parts.ingestion.ingest(ws, valid);
+    let k = 0;
+    return {
+      results: decoded.map((d) => {
+        const o: TrackOutcome | undefined = d instanceof ConnectError ? undefined : outcomes[k++];
+        const error = o === undefined ? itemError(d) : o.failure !== undefined ? itemError(o.failure) : undefined;
+        if (error === null) throw o!.failure!; // not the item's own fault: the whole call fails
+        if (error !== undefined) return create(IngestResultSchema, { error });
+        return create(IngestResultSchema, answer(o!));
+      }),
+    };
   }
 
   async getCohorts(req: GetCohortsRequest) {

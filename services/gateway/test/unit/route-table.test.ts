@@ -95,6 +95,7 @@ describe("route table from the contracts", () => {
       "POST /track/lead": "events:write",
       "POST /track/sale": "events:write",
       "POST /track/event": "events:write",
+      "POST /track/batch": "events:write",
     });
     expect(table.routes.every((r) => r.policy.entitlement === "revenue-tracking")).toBe(true);
     const cached = table.routes.filter((r) => r.policy.cacheTtlSeconds > 0).map((r) => r.method.name).sort();

@@ -5,7 +5,7 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_annotations } from "../../../google/api/annotations_pb.js";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Timestamp, Value } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import { file_linquid_policy_v1_policy } from "../../policy/v1/policy_pb.js";
 import type { Pagination } from "../../type/v1/pagination_pb.js";
@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file linquid/analytics/v1/analytics.proto.
  */
 export const file_linquid_analytics_v1_analytics: GenFile = /*@__PURE__*/
-  fileDesc("CiRsaW5xdWlkL2FuYWx5dGljcy92MS9hbmFseXRpY3MucHJvdG8SFGxpbnF1aWQuYW5hbHl0aWNzLnYxIqsCChFUcmFja0NsaWNrUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSEAoIY2xpY2tfaWQYAiABKAkSDwoHbGlua19pZBgDIAEoCRIYCgtjYW1wYWlnbl9pZBgEIAEoCUgAiAEBEhMKBnNvdXJjZRgFIAEoCUgBiAEBEi0KCXRpbWVzdGFtcBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoHY291bnRyeRgHIAEoCUgCiAEBEhMKBmRldmljZRgIIAEoCUgDiAEBEhUKCHJlZmVycmVyGAkgASgJSASIAQFCDgoMX2NhbXBhaWduX2lkQgkKB19zb3VyY2VCCgoIX2NvdW50cnlCCQoHX2RldmljZUILCglfcmVmZXJyZXIiwQIKEFRyYWNrTGVhZFJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhMKC2V4dGVybmFsX2lkGAIgASgJEhUKCGNsaWNrX2lkGAMgASgJSACIAQESEgoFZW1haWwYBCABKAlIAYgBARIRCgRuYW1lGAUgASgJSAKIAQESFwoKZXZlbnRfbmFtZRgGIAEoCUgDiAEBEhUKCGV2ZW50X2lkGAcgASgJSASIAQESLQoJdGltZXN0YW1wGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCghtZXRhZGF0YRgJIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCCwoJX2NsaWNrX2lkQggKBl9lbWFpbEIHCgVfbmFtZUINCgtfZXZlbnRfbmFtZUILCglfZXZlbnRfaWQi7gEKEFRyYWNrU2FsZVJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhMKC2V4dGVybmFsX2lkGAIgASgJEg4KBmFtb3VudBgDIAEoAxIQCghjdXJyZW5jeRgEIAEoCRISCgppbnZvaWNlX2lkGAUgASgJEhcKCmV2ZW50X25hbWUYBiABKAlIAIgBARIVCghjbGlja19pZBgHIAEoCUgBiAEBEi0KCXRpbWVzdGFtcBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCDQoLX2V2ZW50X25hbWVCCwoJX2NsaWNrX2lkIvQBChFUcmFja0V2ZW50UmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSEwoLZXh0ZXJuYWxfaWQYAiABKAkSEgoKZXZlbnRfbmFtZRgDIAEoCRIVCghldmVudF9pZBgEIAEoCUgAiAEBEhUKCGNsaWNrX2lkGAUgASgJSAGIAQESLQoJdGltZXN0YW1wGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCghtZXRhZGF0YRgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCCwoJX2V2ZW50X2lkQgsKCV9jbGlja19pZCJjChJUcmFja0NsaWNrUmVzcG9uc2USEAoIZXZlbnRfaWQYASABKAkSGAoLY3VzdG9tZXJfaWQYAiABKAlIAIgBARIRCglkdXBsaWNhdGUYAyABKAhCDgoMX2N1c3RvbWVyX2lkImIKEVRyYWNrTGVhZFJlc3BvbnNlEhAKCGV2ZW50X2lkGAEgASgJEhgKC2N1c3RvbWVyX2lkGAIgASgJSACIAQESEQoJZHVwbGljYXRlGAMgASgIQg4KDF9jdXN0b21lcl9pZCJiChFUcmFja1NhbGVSZXNwb25zZRIQCghldmVudF9pZBgBIAEoCRIYCgtjdXN0b21lcl9pZBgCIAEoCUgAiAEBEhEKCWR1cGxpY2F0ZRgDIAEoCEIOCgxfY3VzdG9tZXJfaWQiYwoSVHJhY2tFdmVudFJlc3BvbnNlEhAKCGV2ZW50X2lkGAEgASgJEhgKC2N1c3RvbWVyX2lkGAIgASgJSACIAQESEQoJZHVwbGljYXRlGAMgASgIQg4KDF9jdXN0b21lcl9pZCL8AQoMVHJhY2tlZEV2ZW50EjgKBWNsaWNrGAEgASgLMicubGlucXVpZC5hbmFseXRpY3MudjEuVHJhY2tDbGlja1JlcXVlc3RIABI2CgRsZWFkGAIgASgLMiYubGlucXVpZC5hbmFseXRpY3MudjEuVHJhY2tMZWFkUmVxdWVzdEgAEjYKBHNhbGUYAyABKAsyJi5saW5xdWlkLmFuYWx5dGljcy52MS5UcmFja1NhbGVSZXF1ZXN0SAASOQoGY3VzdG9tGAQgASgLMicubGlucXVpZC5hbmFseXRpY3MudjEuVHJhY2tFdmVudFJlcXVlc3RIAEIHCgVldmVudCJdChFUcmFja0JhdGNoUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSMgoGZXZlbnRzGAIgAygLMiIubGlucXVpZC5hbmFseXRpY3MudjEuVHJhY2tlZEV2ZW50InoKC1RyYWNrUmVzdWx0EhAKCGV2ZW50X2lkGAEgASgJEhgKC2N1c3RvbWVyX2lkGAIgASgJSACIAQESEQoJZHVwbGljYXRlGAMgASgIEhIKBWVycm9yGAQgASgJSAGIAQFCDgoMX2N1c3RvbWVyX2lkQggKBl9lcnJvciJIChJUcmFja0JhdGNoUmVzcG9uc2USMgoHcmVzdWx0cxgBIAMoCzIhLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlRyYWNrUmVzdWx0Io8BChFHZXRDb2hvcnRzUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSHwoIZ3JvdXBfYnkYAiABKAlIAFIIZ3JvdXBfYnmIAQESEgoFc3RhcnQYAyABKAlIAYgBARIQCgNlbmQYBCABKAlIAogBAUILCglfZ3JvdXBfYnlCCAoGX3N0YXJ0QgYKBF9lbmQigwEKBkNvaG9ydBITCgZjb2hvcnQYASABKAlIAIgBARIRCgljdXN0b21lcnMYAiABKAMSDQoFbGVhZHMYAyABKAMSDQoFc2FsZXMYBCABKAMSDwoHcmV2ZW51ZRgFIAEoAxIXCg9jb252ZXJzaW9uX3JhdGUYBiABKAFCCQoHX2NvaG9ydCJDChJHZXRDb2hvcnRzUmVzcG9uc2USLQoHY29ob3J0cxgBIAMoCzIcLmxpbnF1aWQuYW5hbHl0aWNzLnYxLkNvaG9ydCJMChRHZXRMdHZDb2hvcnRzUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSEwoGbW9udGhzGAIgASgFSACIAQFCCQoHX21vbnRocyJoCglMdHZDb2hvcnQSDgoGY29ob3J0GAEgASgJEhEKCWN1c3RvbWVycxgCIAEoAxIPCgdyZXZlbnVlGAMgAygDEhoKEmN1bXVsYXRpdmVfcmV2ZW51ZRgEIAMoAxILCgNsdHYYBSADKAEiSQoVR2V0THR2Q29ob3J0c1Jlc3BvbnNlEjAKB2NvaG9ydHMYASADKAsyHy5saW5xdWlkLmFuYWx5dGljcy52MS5MdHZDb2hvcnQiNwoGVG90YWxzEg0KBWxlYWRzGAEgASgDEg0KBXNhbGVzGAIgASgDEg8KB3JldmVudWUYAyABKAMiOQoVUmVjYWxjdWxhdGVMdHZSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIKCgJpZBgCIAEoCSKIAQoWUmVjYWxjdWxhdGVMdHZSZXNwb25zZRITCgtjdXN0b21lcl9pZBgBIAEoCRIsCgZiZWZvcmUYAiABKAsyHC5saW5xdWlkLmFuYWx5dGljcy52MS5Ub3RhbHMSKwoFYWZ0ZXIYAyABKAsyHC5saW5xdWlkLmFuYWx5dGljcy52MS5Ub3RhbHMixQIKClRvdWNocG9pbnQSDAoEdHlwZRgBIAEoCRItCgl0aW1lc3RhbXAYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKCmV2ZW50X25hbWUYAyABKAlIAIgBARIVCghjbGlja19pZBgEIAEoCUgBiAEBEhQKB2xpbmtfaWQYBSABKAlIAogBARIYCgtjYW1wYWlnbl9pZBgGIAEoCUgDiAEBEhMKBnNvdXJjZRgHIAEoCUgEiAEBEhMKBmFtb3VudBgIIAEoA0gFiAEBEhUKCGN1cnJlbmN5GAkgASgJSAaIAQFCDQoLX2V2ZW50X25hbWVCCwoJX2NsaWNrX2lkQgoKCF9saW5rX2lkQg4KDF9jYW1wYWlnbl9pZEIJCgdfc291cmNlQgkKB19hbW91bnRCCwoJX2N1cnJlbmN5IskBChFHZXRKb3VybmV5UmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSCgoCaWQYAiABKAkSEgoFc3RhcnQYAyABKAlIAIgBARIQCgNlbmQYBCABKAlIAYgBARIRCgRwYWdlGAUgASgFSAKIAQESEgoFbGltaXQYBiABKAVIA4gBARIUCgdzdW1tYXJ5GAcgASgISASIAQFCCAoGX3N0YXJ0QgYKBF9lbmRCBwoFX3BhZ2VCCAoGX2xpbWl0QgoKCF9zdW1tYXJ5InwKEkdldEpvdXJuZXlSZXNwb25zZRI1Cgt0b3VjaHBvaW50cxgBIAMoCzIgLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlRvdWNocG9pbnQSLwoKcGFnaW5hdGlvbhgCIAEoCzIbLmxpbnF1aWQudHlwZS52MS5QYWdpbmF0aW9uIpYBChhHZXRKb3VybmV5U3VtbWFyeVJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEgoKAmlkGAIgASgJEhIKBXN0YXJ0GAMgASgJSACIAQESEAoDZW5kGAQgASgJSAGIAQESFAoHc3VtbWFyeRgFIAEoCEgCiAEBQggKBl9zdGFydEIGCgRfZW5kQgoKCF9zdW1tYXJ5IrcCCg5Kb3VybmV5U3VtbWFyeRIxCg1maXJzdF9zZWVuX2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxsYXN0X3NlZW5fYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmNsaWNrcxgDIAEoAxINCgVsZWFkcxgEIAEoAxINCgVzYWxlcxgFIAEoAxIVCg1jdXN0b21fZXZlbnRzGAYgASgDEg8KB3JldmVudWUYByABKAMSFQoIY3VycmVuY3kYCCABKAlIAIgBARInChp0aW1lX3RvX2ZpcnN0X3NhbGVfc2Vjb25kcxgJIAEoA0gBiAEBQgsKCV9jdXJyZW5jeUIdChtfdGltZV90b19maXJzdF9zYWxlX3NlY29uZHMiUgoZR2V0Sm91cm5leVN1bW1hcnlSZXNwb25zZRI1CgdzdW1tYXJ5GAEgASgLMiQubGlucXVpZC5hbmFseXRpY3MudjEuSm91cm5leVN1bW1hcnki1AEKBVRvdWNoEgwKBHR5cGUYASABKAkSLQoJdGltZXN0YW1wGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCghjbGlja19pZBgDIAEoCUgAiAEBEhQKB2xpbmtfaWQYBCABKAlIAYgBARIYCgtjYW1wYWlnbl9pZBgFIAEoCUgCiAEBEhMKBnNvdXJjZRgGIAEoCUgDiAEBQgsKCV9jbGlja19pZEIKCghfbGlua19pZEIOCgxfY2FtcGFpZ25faWRCCQoHX3NvdXJjZSKEAQoKVG91Y2hDb3VudBIKCgJpZBgBIAEoCRIPCgd0b3VjaGVzGAIgASgDEiwKCGZpcnN0X2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCgdsYXN0X2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKJAgoLQXR0cmlidXRpb24SMAoLZmlyc3RfdG91Y2gYASABKAsyGy5saW5xdWlkLmFuYWx5dGljcy52MS5Ub3VjaBIvCgpsYXN0X3RvdWNoGAIgASgLMhsubGlucXVpZC5hbmFseXRpY3MudjEuVG91Y2gSLwoFbGlua3MYAyADKAsyIC5saW5xdWlkLmFuYWx5dGljcy52MS5Ub3VjaENvdW50EjMKCWNhbXBhaWducxgEIAMoCzIgLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlRvdWNoQ291bnQSMQoHc291cmNlcxgFIAMoCzIgLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlRvdWNoQ291bnQiOQoVR2V0QXR0cmlidXRpb25SZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIKCgJpZBgCIAEoCSJQChZHZXRBdHRyaWJ1dGlvblJlc3BvbnNlEjYKC2F0dHJpYnV0aW9uGAEgASgLMiEubGlucXVpZC5hbmFseXRpY3MudjEuQXR0cmlidXRpb24iQQoUU2NydWJDdXN0b21lclJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhMKC2N1c3RvbWVyX2lkGAIgASgJIjAKFVNjcnViQ3VzdG9tZXJSZXNwb25zZRIXCg9zY3J1YmJlZF9ldmVudHMYASABKAMidAoXUmVnaXN0ZXJDdXN0b21lclJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhMKC2N1c3RvbWVyX2lkGAIgASgJEi4KCmNyZWF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIi4KGFJlZ2lzdGVyQ3VzdG9tZXJSZXNwb25zZRISCgpyZWdpc3RlcmVkGAEgASgIIi8KF1JlYnVpbGRXb3Jrc3BhY2VSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCSI9ChhSZWJ1aWxkV29ya3NwYWNlUmVzcG9uc2USEQoJY3VzdG9tZXJzGAEgASgDEg4KBmV2ZW50cxgCIAEoAyIyCiBMaXN0U25hcHNob3RJbnZhbGlkYXRpb25zUmVxdWVzdBIOCgZjdXJzb3IYASABKAkiiAEKIUxpc3RTbmFwc2hvdEludmFsaWRhdGlvbnNSZXNwb25zZRJBCg1pbnZhbGlkYXRpb25zGAEgAygLMioubGlucXVpZC5hbmFseXRpY3MudjEuU25hcHNob3RJbnZhbGlkYXRpb24SDgoGY3Vyc29yGAIgASgJEhAKCGNvbXBsZXRlGAMgASgIIjgKFFNuYXBzaG90SW52YWxpZGF0aW9uEgoKAmlkGAEgASgJEhQKDHdvcmtzcGFjZV9pZBgCIAEoCTKIEwoQQW5hbHl0aWNzU2VydmljZRKeAQoKVHJhY2tDbGljaxInLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlRyYWNrQ2xpY2tSZXF1ZXN0GigubGlucXVpZC5hbmFseXRpY3MudjEuVHJhY2tDbGlja1Jlc3BvbnNlIj2iuxgiCgxldmVudHM6d3JpdGUSEHJldmVudWUtdHJhY2tpbmcgAYLT5JMCEToBKiIML3RyYWNrL2NsaWNrEpoBCglUcmFja0xlYWQSJi5saW5xdWlkLmFuYWx5dGljcy52MS5UcmFja0xlYWRSZXF1ZXN0GicubGlucXVpZC5hbmFseXRpY3MudjEuVHJhY2tMZWFkUmVzcG9uc2UiPKK7GCIKDGV2ZW50czp3cml0ZRIQcmV2ZW51ZS10cmFja2luZyABgtPkkwIQOgEqIgsvdHJhY2svbGVhZBKaAQoJVHJhY2tTYWxlEiYubGlucXVpZC5hbmFseXRpY3MudjEuVHJhY2tTYWxlUmVxdWVzdBonLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlRyYWNrU2FsZVJlc3BvbnNlIjyiuxgiCgxldmVudHM6d3JpdGUSEHJldmVudWUtdHJhY2tpbmcgAYLT5JMCEDoBKiILL3RyYWNrL3NhbGUSngEKClRyYWNrRXZlbnQSJy5saW5xdWlkLmFuYWx5dGljcy52MS5UcmFja0V2ZW50UmVxdWVzdBooLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlRyYWNrRXZlbnRSZXNwb25zZSI9orsYIgoMZXZlbnRzOndyaXRlEhByZXZlbnVlLXRyYWNraW5nIAGC0+STAhE6ASoiDC90cmFjay9ldmVudBJhCgpUcmFja0JhdGNoEicubGlucXVpZC5hbmFseXRpY3MudjEuVHJhY2tCYXRjaFJlcXVlc3QaKC5saW5xdWlkLmFuYWx5dGljcy52MS5UcmFja0JhdGNoUmVzcG9uc2UiABKoAQoKR2V0Q29ob3J0cxInLmxpbnF1aWQuYW5hbHl0aWNzLnYxLkdldENvaG9ydHNSZXF1ZXN0GigubGlucXVpZC5hbmFseXRpY3MudjEuR2V0Q29ob3J0c1Jlc3BvbnNlIkeiuxggCgpsaW5rczpyZWFkEhByZXZlbnVlLXRyYWNraW5nGB6C0+STAh1iB2NvaG9ydHMSEi9jdXN0b21lcnMvY29ob3J0cxK5AQoNR2V0THR2Q29ob3J0cxIqLmxpbnF1aWQuYW5hbHl0aWNzLnYxLkdldEx0dkNvaG9ydHNSZXF1ZXN0GisubGlucXVpZC5hbmFseXRpY3MudjEuR2V0THR2Q29ob3J0c1Jlc3BvbnNlIk+iuxgkCg5hbmFseXRpY3M6cmVhZBIQcmV2ZW51ZS10cmFja2luZxgegtPkkwIhYgdjb2hvcnRzEhYvY3VzdG9tZXJzL2x0di1jb2hvcnRzEr0BCg5SZWNhbGN1bGF0ZUx0dhIrLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlJlY2FsY3VsYXRlTHR2UmVxdWVzdBosLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlJlY2FsY3VsYXRlTHR2UmVzcG9uc2UiUKK7GCUKDGxpbmtzOmNyZWF0ZRIQcmV2ZW51ZS10cmFja2luZyABQgEFgtPkkwIhIh8vY3VzdG9tZXJzL3tpZH0vcmVjYWxjdWxhdGUtbHR2ErQBCgpHZXRKb3VybmV5EicubGlucXVpZC5hbmFseXRpY3MudjEuR2V0Sm91cm5leVJlcXVlc3QaKC5saW5xdWlkLmFuYWx5dGljcy52MS5HZXRKb3VybmV5UmVzcG9uc2UiU6K7GCMKCmxpbmtzOnJlYWQSEHJldmVudWUtdHJhY2tpbmcYHkIBBYLT5JMCJmILdG91Y2hwb2ludHMSFy9jdXN0b21lcnMve2lkfS9qb3VybmV5EtMBChFHZXRKb3VybmV5U3VtbWFyeRIuLmxpbnF1aWQuYW5hbHl0aWNzLnYxLkdldEpvdXJuZXlTdW1tYXJ5UmVxdWVzdBovLmxpbnF1aWQuYW5hbHl0aWNzLnYxLkdldEpvdXJuZXlTdW1tYXJ5UmVzcG9uc2UiXaK7GDEKCmxpbmtzOnJlYWQSEHJldmVudWUtdHJhY2tpbmcYHjIMc3VtbWFyeT10cnVlQgEFgtPkkwIiYgdzdW1tYXJ5EhcvY3VzdG9tZXJzL3tpZH0vam91cm5leRLEAQoOR2V0QXR0cmlidXRpb24SKy5saW5xdWlkLmFuYWx5dGljcy52MS5HZXRBdHRyaWJ1dGlvblJlcXVlc3QaLC5saW5xdWlkLmFuYWx5dGljcy52MS5HZXRBdHRyaWJ1dGlvblJlc3BvbnNlIleiuxgjCgpsaW5rczpyZWFkEhByZXZlbnVlLXRyYWNraW5nGB5CAQWC0+STAipiC2F0dHJpYnV0aW9uEhsvY3VzdG9tZXJzL3tpZH0vYXR0cmlidXRpb24SeQoNU2NydWJDdXN0b21lchIqLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlNjcnViQ3VzdG9tZXJSZXF1ZXN0GisubGlucXVpZC5hbmFseXRpY3MudjEuU2NydWJDdXN0b21lclJlc3BvbnNlIg+quxgLEgljdXN0b21lcnMSggEKEFJlZ2lzdGVyQ3VzdG9tZXISLS5saW5xdWlkLmFuYWx5dGljcy52MS5SZWdpc3RlckN1c3RvbWVyUmVxdWVzdBouLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlJlZ2lzdGVyQ3VzdG9tZXJSZXNwb25zZSIPqrsYCxIJY3VzdG9tZXJzEnkKEFJlYnVpbGRXb3Jrc3BhY2USLS5saW5xdWlkLmFuYWx5dGljcy52MS5SZWJ1aWxkV29ya3NwYWNlUmVxdWVzdBouLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlJlYnVpbGRXb3Jrc3BhY2VSZXNwb25zZSIGqrsYAggBEp4BChlMaXN0U25hcHNob3RJbnZhbGlkYXRpb25zEjYubGlucXVpZC5hbmFseXRpY3MudjEuTGlzdFNuYXBzaG90SW52YWxpZGF0aW9uc1JlcXVlc3QaNy5saW5xdWlkLmFuYWx5dGljcy52MS5MaXN0U25hcHNob3RJbnZhbGlkYXRpb25zUmVzcG9uc2UiEJACAaq7GAkSB2dhdGV3YXliBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp, file_linquid_policy_v1_policy, file_linquid_type_v1_pagination]);
+  fileDesc("CiRsaW5xdWlkL2FuYWx5dGljcy92MS9hbmFseXRpY3MucHJvdG8SFGxpbnF1aWQuYW5hbHl0aWNzLnYxIqsCChFUcmFja0NsaWNrUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSEAoIY2xpY2tfaWQYAiABKAkSDwoHbGlua19pZBgDIAEoCRIYCgtjYW1wYWlnbl9pZBgEIAEoCUgAiAEBEhMKBnNvdXJjZRgFIAEoCUgBiAEBEi0KCXRpbWVzdGFtcBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoHY291bnRyeRgHIAEoCUgCiAEBEhMKBmRldmljZRgIIAEoCUgDiAEBEhUKCHJlZmVycmVyGAkgASgJSASIAQFCDgoMX2NhbXBhaWduX2lkQgkKB19zb3VyY2VCCgoIX2NvdW50cnlCCQoHX2RldmljZUILCglfcmVmZXJyZXIiwQIKEFRyYWNrTGVhZFJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhMKC2V4dGVybmFsX2lkGAIgASgJEhUKCGNsaWNrX2lkGAMgASgJSACIAQESEgoFZW1haWwYBCABKAlIAYgBARIRCgRuYW1lGAUgASgJSAKIAQESFwoKZXZlbnRfbmFtZRgGIAEoCUgDiAEBEhUKCGV2ZW50X2lkGAcgASgJSASIAQESLQoJdGltZXN0YW1wGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCghtZXRhZGF0YRgJIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCCwoJX2NsaWNrX2lkQggKBl9lbWFpbEIHCgVfbmFtZUINCgtfZXZlbnRfbmFtZUILCglfZXZlbnRfaWQi7gEKEFRyYWNrU2FsZVJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhMKC2V4dGVybmFsX2lkGAIgASgJEg4KBmFtb3VudBgDIAEoAxIQCghjdXJyZW5jeRgEIAEoCRISCgppbnZvaWNlX2lkGAUgASgJEhcKCmV2ZW50X25hbWUYBiABKAlIAIgBARIVCghjbGlja19pZBgHIAEoCUgBiAEBEi0KCXRpbWVzdGFtcBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCDQoLX2V2ZW50X25hbWVCCwoJX2NsaWNrX2lkIvQBChFUcmFja0V2ZW50UmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSEwoLZXh0ZXJuYWxfaWQYAiABKAkSEgoKZXZlbnRfbmFtZRgDIAEoCRIVCghldmVudF9pZBgEIAEoCUgAiAEBEhUKCGNsaWNrX2lkGAUgASgJSAGIAQESLQoJdGltZXN0YW1wGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCghtZXRhZGF0YRgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCCwoJX2V2ZW50X2lkQgsKCV9jbGlja19pZCJjChJUcmFja0NsaWNrUmVzcG9uc2USEAoIZXZlbnRfaWQYASABKAkSGAoLY3VzdG9tZXJfaWQYAiABKAlIAIgBARIRCglkdXBsaWNhdGUYAyABKAhCDgoMX2N1c3RvbWVyX2lkImIKEVRyYWNrTGVhZFJlc3BvbnNlEhAKCGV2ZW50X2lkGAEgASgJEhgKC2N1c3RvbWVyX2lkGAIgASgJSACIAQESEQoJZHVwbGljYXRlGAMgASgIQg4KDF9jdXN0b21lcl9pZCJiChFUcmFja1NhbGVSZXNwb25zZRIQCghldmVudF9pZBgBIAEoCRIYCgtjdXN0b21lcl9pZBgCIAEoCUgAiAEBEhEKCWR1cGxpY2F0ZRgDIAEoCEIOCgxfY3VzdG9tZXJfaWQiYwoSVHJhY2tFdmVudFJlc3BvbnNlEhAKCGV2ZW50X2lkGAEgASgJEhgKC2N1c3RvbWVyX2lkGAIgASgJSACIAQESEQoJZHVwbGljYXRlGAMgASgIQg4KDF9jdXN0b21lcl9pZCL8AQoMVHJhY2tlZEV2ZW50EjgKBWNsaWNrGAEgASgLMicubGlucXVpZC5hbmFseXRpY3MudjEuVHJhY2tDbGlja1JlcXVlc3RIABI2CgRsZWFkGAIgASgLMiYubGlucXVpZC5hbmFseXRpY3MudjEuVHJhY2tMZWFkUmVxdWVzdEgAEjYKBHNhbGUYAyABKAsyJi5saW5xdWlkLmFuYWx5dGljcy52MS5UcmFja1NhbGVSZXF1ZXN0SAASOQoGY3VzdG9tGAQgASgLMicubGlucXVpZC5hbmFseXRpY3MudjEuVHJhY2tFdmVudFJlcXVlc3RIAEIHCgVldmVudCJdChFUcmFja0JhdGNoUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSMgoGZXZlbnRzGAIgAygLMiIubGlucXVpZC5hbmFseXRpY3MudjEuVHJhY2tlZEV2ZW50InoKC1RyYWNrUmVzdWx0EhAKCGV2ZW50X2lkGAEgASgJEhgKC2N1c3RvbWVyX2lkGAIgASgJSACIAQESEQoJZHVwbGljYXRlGAMgASgIEhIKBWVycm9yGAQgASgJSAGIAQFCDgoMX2N1c3RvbWVyX2lkQggKBl9lcnJvciJIChJUcmFja0JhdGNoUmVzcG9uc2USMgoHcmVzdWx0cxgBIAMoCzIhLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlRyYWNrUmVzdWx0IlMKE0luZ2VzdEV2ZW50c1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEiYKBmV2ZW50cxgCIAMoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSK0AQoMSW5nZXN0UmVzdWx0EhUKCGV2ZW50X2lkGAEgASgJSACIAQESGAoLY3VzdG9tZXJfaWQYAiABKAlIAYgBARIWCglkdXBsaWNhdGUYAyABKAhIAogBARIwCgVlcnJvchgEIAEoCzIhLmxpbnF1aWQuYW5hbHl0aWNzLnYxLkluZ2VzdEVycm9yQgsKCV9ldmVudF9pZEIOCgxfY3VzdG9tZXJfaWRCDAoKX2R1cGxpY2F0ZSJgCgtJbmdlc3RFcnJvchIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkSMgoHZGV0YWlscxgDIAMoCzIhLmxpbnF1aWQuYW5hbHl0aWNzLnYxLkluZ2VzdElzc3VlIisKC0luZ2VzdElzc3VlEg0KBWZpZWxkGAEgASgJEg0KBWlzc3VlGAIgASgJIksKFEluZ2VzdEV2ZW50c1Jlc3BvbnNlEjMKB3Jlc3VsdHMYASADKAsyIi5saW5xdWlkLmFuYWx5dGljcy52MS5Jbmdlc3RSZXN1bHQijwEKEUdldENvaG9ydHNSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIfCghncm91cF9ieRgCIAEoCUgAUghncm91cF9ieYgBARISCgVzdGFydBgDIAEoCUgBiAEBEhAKA2VuZBgEIAEoCUgCiAEBQgsKCV9ncm91cF9ieUIICgZfc3RhcnRCBgoEX2VuZCKDAQoGQ29ob3J0EhMKBmNvaG9ydBgBIAEoCUgAiAEBEhEKCWN1c3RvbWVycxgCIAEoAxINCgVsZWFkcxgDIAEoAxINCgVzYWxlcxgEIAEoAxIPCgdyZXZlbnVlGAUgASgDEhcKD2NvbnZlcnNpb25fcmF0ZRgGIAEoAUIJCgdfY29ob3J0IkMKEkdldENvaG9ydHNSZXNwb25zZRItCgdjb2hvcnRzGAEgAygLMhwubGlucXVpZC5hbmFseXRpY3MudjEuQ29ob3J0IkwKFEdldEx0dkNvaG9ydHNSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRITCgZtb250aHMYAiABKAVIAIgBAUIJCgdfbW9udGhzImgKCUx0dkNvaG9ydBIOCgZjb2hvcnQYASABKAkSEQoJY3VzdG9tZXJzGAIgASgDEg8KB3JldmVudWUYAyADKAMSGgoSY3VtdWxhdGl2ZV9yZXZlbnVlGAQgAygDEgsKA2x0dhgFIAMoASJJChVHZXRMdHZDb2hvcnRzUmVzcG9uc2USMAoHY29ob3J0cxgBIAMoCzIfLmxpbnF1aWQuYW5hbHl0aWNzLnYxLkx0dkNvaG9ydCI3CgZUb3RhbHMSDQoFbGVhZHMYASABKAMSDQoFc2FsZXMYAiABKAMSDwoHcmV2ZW51ZRgDIAEoAyI5ChVSZWNhbGN1bGF0ZUx0dlJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEgoKAmlkGAIgASgJIogBChZSZWNhbGN1bGF0ZUx0dlJlc3BvbnNlEhMKC2N1c3RvbWVyX2lkGAEgASgJEiwKBmJlZm9yZRgCIAEoCzIcLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlRvdGFscxIrCgVhZnRlchgDIAEoCzIcLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlRvdGFscyLFAgoKVG91Y2hwb2ludBIMCgR0eXBlGAEgASgJEi0KCXRpbWVzdGFtcBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoKZXZlbnRfbmFtZRgDIAEoCUgAiAEBEhUKCGNsaWNrX2lkGAQgASgJSAGIAQESFAoHbGlua19pZBgFIAEoCUgCiAEBEhgKC2NhbXBhaWduX2lkGAYgASgJSAOIAQESEwoGc291cmNlGAcgASgJSASIAQESEwoGYW1vdW50GAggASgDSAWIAQESFQoIY3VycmVuY3kYCSABKAlIBogBAUINCgtfZXZlbnRfbmFtZUILCglfY2xpY2tfaWRCCgoIX2xpbmtfaWRCDgoMX2NhbXBhaWduX2lkQgkKB19zb3VyY2VCCQoHX2Ftb3VudEILCglfY3VycmVuY3kiyQEKEUdldEpvdXJuZXlSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIKCgJpZBgCIAEoCRISCgVzdGFydBgDIAEoCUgAiAEBEhAKA2VuZBgEIAEoCUgBiAEBEhEKBHBhZ2UYBSABKAVIAogBARISCgVsaW1pdBgGIAEoBUgDiAEBEhQKB3N1bW1hcnkYByABKAhIBIgBAUIICgZfc3RhcnRCBgoEX2VuZEIHCgVfcGFnZUIICgZfbGltaXRCCgoIX3N1bW1hcnkifAoSR2V0Sm91cm5leVJlc3BvbnNlEjUKC3RvdWNocG9pbnRzGAEgAygLMiAubGlucXVpZC5hbmFseXRpY3MudjEuVG91Y2hwb2ludBIvCgpwYWdpbmF0aW9uGAIgASgLMhsubGlucXVpZC50eXBlLnYxLlBhZ2luYXRpb24ilgEKGEdldEpvdXJuZXlTdW1tYXJ5UmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSCgoCaWQYAiABKAkSEgoFc3RhcnQYAyABKAlIAIgBARIQCgNlbmQYBCABKAlIAYgBARIUCgdzdW1tYXJ5GAUgASgISAKIAQFCCAoGX3N0YXJ0QgYKBF9lbmRCCgoIX3N1bW1hcnkitwIKDkpvdXJuZXlTdW1tYXJ5EjEKDWZpcnN0X3NlZW5fYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGxhc3Rfc2Vlbl9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGY2xpY2tzGAMgASgDEg0KBWxlYWRzGAQgASgDEg0KBXNhbGVzGAUgASgDEhUKDWN1c3RvbV9ldmVudHMYBiABKAMSDwoHcmV2ZW51ZRgHIAEoAxIVCghjdXJyZW5jeRgIIAEoCUgAiAEBEicKGnRpbWVfdG9fZmlyc3Rfc2FsZV9zZWNvbmRzGAkgASgDSAGIAQFCCwoJX2N1cnJlbmN5Qh0KG190aW1lX3RvX2ZpcnN0X3NhbGVfc2Vjb25kcyJSChlHZXRKb3VybmV5U3VtbWFyeVJlc3BvbnNlEjUKB3N1bW1hcnkYASABKAsyJC5saW5xdWlkLmFuYWx5dGljcy52MS5Kb3VybmV5U3VtbWFyeSLUAQoFVG91Y2gSDAoEdHlwZRgBIAEoCRItCgl0aW1lc3RhbXAYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKCGNsaWNrX2lkGAMgASgJSACIAQESFAoHbGlua19pZBgEIAEoCUgBiAEBEhgKC2NhbXBhaWduX2lkGAUgASgJSAKIAQESEwoGc291cmNlGAYgASgJSAOIAQFCCwoJX2NsaWNrX2lkQgoKCF9saW5rX2lkQg4KDF9jYW1wYWlnbl9pZEIJCgdfc291cmNlIoQBCgpUb3VjaENvdW50EgoKAmlkGAEgASgJEg8KB3RvdWNoZXMYAiABKAMSLAoIZmlyc3RfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB2xhc3RfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIokCCgtBdHRyaWJ1dGlvbhIwCgtmaXJzdF90b3VjaBgBIAEoCzIbLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlRvdWNoEi8KCmxhc3RfdG91Y2gYAiABKAsyGy5saW5xdWlkLmFuYWx5dGljcy52MS5Ub3VjaBIvCgVsaW5rcxgDIAMoCzIgLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlRvdWNoQ291bnQSMwoJY2FtcGFpZ25zGAQgAygLMiAubGlucXVpZC5hbmFseXRpY3MudjEuVG91Y2hDb3VudBIxCgdzb3VyY2VzGAUgAygLMiAubGlucXVpZC5hbmFseXRpY3MudjEuVG91Y2hDb3VudCI5ChVHZXRBdHRyaWJ1dGlvblJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEgoKAmlkGAIgASgJIlAKFkdldEF0dHJpYnV0aW9uUmVzcG9uc2USNgoLYXR0cmlidXRpb24YASABKAsyIS5saW5xdWlkLmFuYWx5dGljcy52MS5BdHRyaWJ1dGlvbiJBChRTY3J1YkN1c3RvbWVyUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSEwoLY3VzdG9tZXJfaWQYAiABKAkiMAoVU2NydWJDdXN0b21lclJlc3BvbnNlEhcKD3NjcnViYmVkX2V2ZW50cxgBIAEoAyJ0ChdSZWdpc3RlckN1c3RvbWVyUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSEwoLY3VzdG9tZXJfaWQYAiABKAkSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiLgoYUmVnaXN0ZXJDdXN0b21lclJlc3BvbnNlEhIKCnJlZ2lzdGVyZWQYASABKAgiLwoXUmVidWlsZFdvcmtzcGFjZVJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJIj0KGFJlYnVpbGRXb3Jrc3BhY2VSZXNwb25zZRIRCgljdXN0b21lcnMYASABKAMSDgoGZXZlbnRzGAIgASgDIjIKIExpc3RTbmFwc2hvdEludmFsaWRhdGlvbnNSZXF1ZXN0Eg4KBmN1cnNvchgBIAEoCSKIAQohTGlzdFNuYXBzaG90SW52YWxpZGF0aW9uc1Jlc3BvbnNlEkEKDWludmFsaWRhdGlvbnMYASADKAsyKi5saW5xdWlkLmFuYWx5dGljcy52MS5TbmFwc2hvdEludmFsaWRhdGlvbhIOCgZjdXJzb3IYAiABKAkSEAoIY29tcGxldGUYAyABKAgiOAoUU25hcHNob3RJbnZhbGlkYXRpb24SCgoCaWQYASABKAkSFAoMd29ya3NwYWNlX2lkGAIgASgJMq8UChBBbmFseXRpY3NTZXJ2aWNlEp4BCgpUcmFja0NsaWNrEicubGlucXVpZC5hbmFseXRpY3MudjEuVHJhY2tDbGlja1JlcXVlc3QaKC5saW5xdWlkLmFuYWx5dGljcy52MS5UcmFja0NsaWNrUmVzcG9uc2UiPaK7GCIKDGV2ZW50czp3cml0ZRIQcmV2ZW51ZS10cmFja2luZyABgtPkkwIROgEqIgwvdHJhY2svY2xpY2sSmgEKCVRyYWNrTGVhZBImLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlRyYWNrTGVhZFJlcXVlc3QaJy5saW5xdWlkLmFuYWx5dGljcy52MS5UcmFja0xlYWRSZXNwb25zZSI8orsYIgoMZXZlbnRzOndyaXRlEhByZXZlbnVlLXRyYWNraW5nIAGC0+STAhA6ASoiCy90cmFjay9sZWFkEpoBCglUcmFja1NhbGUSJi5saW5xdWlkLmFuYWx5dGljcy52MS5UcmFja1NhbGVSZXF1ZXN0GicubGlucXVpZC5hbmFseXRpY3MudjEuVHJhY2tTYWxlUmVzcG9uc2UiPKK7GCIKDGV2ZW50czp3cml0ZRIQcmV2ZW51ZS10cmFja2luZyABgtPkkwIQOgEqIgsvdHJhY2svc2FsZRKeAQoKVHJhY2tFdmVudBInLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlRyYWNrRXZlbnRSZXF1ZXN0GigubGlucXVpZC5hbmFseXRpY3MudjEuVHJhY2tFdmVudFJlc3BvbnNlIj2iuxgiCgxldmVudHM6d3JpdGUSEHJldmVudWUtdHJhY2tpbmcgAYLT5JMCEToBKiIML3RyYWNrL2V2ZW50EmEKClRyYWNrQmF0Y2gSJy5saW5xdWlkLmFuYWx5dGljcy52MS5UcmFja0JhdGNoUmVxdWVzdBooLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlRyYWNrQmF0Y2hSZXNwb25zZSIAEqQBCgxJbmdlc3RFdmVudHMSKS5saW5xdWlkLmFuYWx5dGljcy52MS5Jbmdlc3RFdmVudHNSZXF1ZXN0GioubGlucXVpZC5hbmFseXRpY3MudjEuSW5nZXN0RXZlbnRzUmVzcG9uc2UiPaK7GCIKDGV2ZW50czp3cml0ZRIQcmV2ZW51ZS10cmFja2luZyABgtPkkwIROgEqIgwvdHJhY2svYmF0Y2gSqAEKCkdldENvaG9ydHMSJy5saW5xdWlkLmFuYWx5dGljcy52MS5HZXRDb2hvcnRzUmVxdWVzdBooLmxpbnF1aWQuYW5hbHl0aWNzLnYxLkdldENvaG9ydHNSZXNwb25zZSJHorsYIAoKbGlua3M6cmVhZBIQcmV2ZW51ZS10cmFja2luZxgegtPkkwIdYgdjb2hvcnRzEhIvY3VzdG9tZXJzL2NvaG9ydHMSuQEKDUdldEx0dkNvaG9ydHMSKi5saW5xdWlkLmFuYWx5dGljcy52MS5HZXRMdHZDb2hvcnRzUmVxdWVzdBorLmxpbnF1aWQuYW5hbHl0aWNzLnYxLkdldEx0dkNvaG9ydHNSZXNwb25zZSJPorsYJAoOYW5hbHl0aWNzOnJlYWQSEHJldmVudWUtdHJhY2tpbmcYHoLT5JMCIWIHY29ob3J0cxIWL2N1c3RvbWVycy9sdHYtY29ob3J0cxK9AQoOUmVjYWxjdWxhdGVMdHYSKy5saW5xdWlkLmFuYWx5dGljcy52MS5SZWNhbGN1bGF0ZUx0dlJlcXVlc3QaLC5saW5xdWlkLmFuYWx5dGljcy52MS5SZWNhbGN1bGF0ZUx0dlJlc3BvbnNlIlCiuxglCgxsaW5rczpjcmVhdGUSEHJldmVudWUtdHJhY2tpbmcgAUIBBYLT5JMCISIfL2N1c3RvbWVycy97aWR9L3JlY2FsY3VsYXRlLWx0dhK0AQoKR2V0Sm91cm5leRInLmxpbnF1aWQuYW5hbHl0aWNzLnYxLkdldEpvdXJuZXlSZXF1ZXN0GigubGlucXVpZC5hbmFseXRpY3MudjEuR2V0Sm91cm5leVJlc3BvbnNlIlOiuxgjCgpsaW5rczpyZWFkEhByZXZlbnVlLXRyYWNraW5nGB5CAQWC0+STAiZiC3RvdWNocG9pbnRzEhcvY3VzdG9tZXJzL3tpZH0vam91cm5leRLTAQoRR2V0Sm91cm5leVN1bW1hcnkSLi5saW5xdWlkLmFuYWx5dGljcy52MS5HZXRKb3VybmV5U3VtbWFyeVJlcXVlc3QaLy5saW5xdWlkLmFuYWx5dGljcy52MS5HZXRKb3VybmV5U3VtbWFyeVJlc3BvbnNlIl2iuxgxCgpsaW5rczpyZWFkEhByZXZlbnVlLXRyYWNraW5nGB4yDHN1bW1hcnk9dHJ1ZUIBBYLT5JMCImIHc3VtbWFyeRIXL2N1c3RvbWVycy97aWR9L2pvdXJuZXkSxAEKDkdldEF0dHJpYnV0aW9uEisubGlucXVpZC5hbmFseXRpY3MudjEuR2V0QXR0cmlidXRpb25SZXF1ZXN0GiwubGlucXVpZC5hbmFseXRpY3MudjEuR2V0QXR0cmlidXRpb25SZXNwb25zZSJXorsYIwoKbGlua3M6cmVhZBIQcmV2ZW51ZS10cmFja2luZxgeQgEFgtPkkwIqYgthdHRyaWJ1dGlvbhIbL2N1c3RvbWVycy97aWR9L2F0dHJpYnV0aW9uEnkKDVNjcnViQ3VzdG9tZXISKi5saW5xdWlkLmFuYWx5dGljcy52MS5TY3J1YkN1c3RvbWVyUmVxdWVzdBorLmxpbnF1aWQuYW5hbHl0aWNzLnYxLlNjcnViQ3VzdG9tZXJSZXNwb25zZSIPqrsYCxIJY3VzdG9tZXJzEoIBChBSZWdpc3RlckN1c3RvbWVyEi0ubGlucXVpZC5hbmFseXRpY3MudjEuUmVnaXN0ZXJDdXN0b21lclJlcXVlc3QaLi5saW5xdWlkLmFuYWx5dGljcy52MS5SZWdpc3RlckN1c3RvbWVyUmVzcG9uc2UiD6q7GAsSCWN1c3RvbWVycxJ5ChBSZWJ1aWxkV29ya3NwYWNlEi0ubGlucXVpZC5hbmFseXRpY3MudjEuUmVidWlsZFdvcmtzcGFjZVJlcXVlc3QaLi5saW5xdWlkLmFuYWx5dGljcy52MS5SZWJ1aWxkV29ya3NwYWNlUmVzcG9uc2UiBqq7GAIIARKeAQoZTGlzdFNuYXBzaG90SW52YWxpZGF0aW9ucxI2LmxpbnF1aWQuYW5hbHl0aWNzLnYxLkxpc3RTbmFwc2hvdEludmFsaWRhdGlvbnNSZXF1ZXN0GjcubGlucXVpZC5hbmFseXRpY3MudjEuTGlzdFNuYXBzaG90SW52YWxpZGF0aW9uc1Jlc3BvbnNlIhCQAgGquxgJEgdnYXRld2F5YgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp, file_linquid_policy_v1_policy, file_linquid_type_v1_pagination]);
 
 /**
  * @generated from message linquid.analytics.v1.TrackClickRequest
@@ -492,6 +492,152 @@ export const TrackBatchResponseSchema: GenMessage<TrackBatchResponse> = /*@__PUR
   messageDesc(file_linquid_analytics_v1_analytics, 11);
 
 /**
+ * @generated from message linquid.analytics.v1.IngestEventsRequest
+ */
+export type IngestEventsRequest = Message<"linquid.analytics.v1.IngestEventsRequest"> & {
+  /**
+   * @generated from field: string workspace_id = 1;
+   */
+  workspaceId: string;
+
+  /**
+   * 1 to 1,000 items, each an object {"type": "click" | "lead" | "sale" |
+   * "event", ...the body fields of POST /track/<type>}. Items are checked one
+   * by one: an item that is not such an object, names an unknown field or has
+   * a bad value gets its error in `results`.
+   *
+   * @generated from field: repeated google.protobuf.Value events = 2;
+   */
+  events: Value[];
+};
+
+/**
+ * Describes the message linquid.analytics.v1.IngestEventsRequest.
+ * Use `create(IngestEventsRequestSchema)` to create a new message.
+ */
+export const IngestEventsRequestSchema: GenMessage<IngestEventsRequest> = /*@__PURE__*/
+  messageDesc(file_linquid_analytics_v1_analytics, 12);
+
+/**
+ * IngestResult is the outcome of one item: the answer of its single route
+ * (`event_id`, `customer_id`, `duplicate`), or `error` when it was refused.
+ *
+ * @generated from message linquid.analytics.v1.IngestResult
+ */
+export type IngestResult = Message<"linquid.analytics.v1.IngestResult"> & {
+  /**
+   * @generated from field: optional string event_id = 1;
+   */
+  eventId?: string | undefined;
+
+  /**
+   * Null for clicks and refused items.
+   *
+   * @generated from field: optional string customer_id = 2;
+   */
+  customerId?: string | undefined;
+
+  /**
+   * True when the idempotency key had been seen (before, or earlier in this batch).
+   *
+   * @generated from field: optional bool duplicate = 3;
+   */
+  duplicate?: boolean | undefined;
+
+  /**
+   * @generated from field: linquid.analytics.v1.IngestError error = 4;
+   */
+  error?: IngestError | undefined;
+};
+
+/**
+ * Describes the message linquid.analytics.v1.IngestResult.
+ * Use `create(IngestResultSchema)` to create a new message.
+ */
+export const IngestResultSchema: GenMessage<IngestResult> = /*@__PURE__*/
+  messageDesc(file_linquid_analytics_v1_analytics, 13);
+
+/**
+ * IngestError says why one item was refused, as the single route would have.
+ *
+ * @generated from message linquid.analytics.v1.IngestError
+ */
+export type IngestError = Message<"linquid.analytics.v1.IngestError"> & {
+  /**
+   * The REST error code: VALIDATION_ERROR (a field is missing or wrong, or a
+   * sale's currency is not the workspace's). Failures that are not the item's
+   * own (a service or the database unavailable) fail the whole call instead.
+   *
+   * @generated from field: string code = 1;
+   */
+  code: string;
+
+  /**
+   * @generated from field: string message = 2;
+   */
+  message: string;
+
+  /**
+   * The offending fields of the item.
+   *
+   * @generated from field: repeated linquid.analytics.v1.IngestIssue details = 3;
+   */
+  details: IngestIssue[];
+};
+
+/**
+ * Describes the message linquid.analytics.v1.IngestError.
+ * Use `create(IngestErrorSchema)` to create a new message.
+ */
+export const IngestErrorSchema: GenMessage<IngestError> = /*@__PURE__*/
+  messageDesc(file_linquid_analytics_v1_analytics, 14);
+
+/**
+ * IngestIssue is one offending field of a refused item.
+ *
+ * @generated from message linquid.analytics.v1.IngestIssue
+ */
+export type IngestIssue = Message<"linquid.analytics.v1.IngestIssue"> & {
+  /**
+   * The field's JSON name, e.g. "amount".
+   *
+   * @generated from field: string field = 1;
+   */
+  field: string;
+
+  /**
+   * @generated from field: string issue = 2;
+   */
+  issue: string;
+};
+
+/**
+ * Describes the message linquid.analytics.v1.IngestIssue.
+ * Use `create(IngestIssueSchema)` to create a new message.
+ */
+export const IngestIssueSchema: GenMessage<IngestIssue> = /*@__PURE__*/
+  messageDesc(file_linquid_analytics_v1_analytics, 15);
+
+/**
+ * @generated from message linquid.analytics.v1.IngestEventsResponse
+ */
+export type IngestEventsResponse = Message<"linquid.analytics.v1.IngestEventsResponse"> & {
+  /**
+   * One per item, in the items' order.
+   *
+   * @generated from field: repeated linquid.analytics.v1.IngestResult results = 1;
+   */
+  results: IngestResult[];
+};
+
+/**
+ * Describes the message linquid.analytics.v1.IngestEventsResponse.
+ * Use `create(IngestEventsResponseSchema)` to create a new message.
+ */
+export const IngestEventsResponseSchema: GenMessage<IngestEventsResponse> = /*@__PURE__*/
+  messageDesc(file_linquid_analytics_v1_analytics, 16);
+
+/**
  * @generated from message linquid.analytics.v1.GetCohortsRequest
  */
 export type GetCohortsRequest = Message<"linquid.analytics.v1.GetCohortsRequest"> & {
@@ -527,7 +673,7 @@ export type GetCohortsRequest = Message<"linquid.analytics.v1.GetCohortsRequest"
  * Use `create(GetCohortsRequestSchema)` to create a new message.
  */
 export const GetCohortsRequestSchema: GenMessage<GetCohortsRequest> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 12);
+  messageDesc(file_linquid_analytics_v1_analytics, 17);
 
 /**
  * Cohort is one group of customers by first touch.
@@ -575,7 +721,7 @@ export type Cohort = Message<"linquid.analytics.v1.Cohort"> & {
  * Use `create(CohortSchema)` to create a new message.
  */
 export const CohortSchema: GenMessage<Cohort> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 13);
+  messageDesc(file_linquid_analytics_v1_analytics, 18);
 
 /**
  * @generated from message linquid.analytics.v1.GetCohortsResponse
@@ -592,7 +738,7 @@ export type GetCohortsResponse = Message<"linquid.analytics.v1.GetCohortsRespons
  * Use `create(GetCohortsResponseSchema)` to create a new message.
  */
 export const GetCohortsResponseSchema: GenMessage<GetCohortsResponse> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 14);
+  messageDesc(file_linquid_analytics_v1_analytics, 19);
 
 /**
  * @generated from message linquid.analytics.v1.GetLtvCohortsRequest
@@ -616,7 +762,7 @@ export type GetLtvCohortsRequest = Message<"linquid.analytics.v1.GetLtvCohortsRe
  * Use `create(GetLtvCohortsRequestSchema)` to create a new message.
  */
 export const GetLtvCohortsRequestSchema: GenMessage<GetLtvCohortsRequest> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 15);
+  messageDesc(file_linquid_analytics_v1_analytics, 20);
 
 /**
  * LtvCohort is the revenue of one first-touch month's customers, month by month.
@@ -661,7 +807,7 @@ export type LtvCohort = Message<"linquid.analytics.v1.LtvCohort"> & {
  * Use `create(LtvCohortSchema)` to create a new message.
  */
 export const LtvCohortSchema: GenMessage<LtvCohort> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 16);
+  messageDesc(file_linquid_analytics_v1_analytics, 21);
 
 /**
  * @generated from message linquid.analytics.v1.GetLtvCohortsResponse
@@ -678,7 +824,7 @@ export type GetLtvCohortsResponse = Message<"linquid.analytics.v1.GetLtvCohortsR
  * Use `create(GetLtvCohortsResponseSchema)` to create a new message.
  */
 export const GetLtvCohortsResponseSchema: GenMessage<GetLtvCohortsResponse> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 17);
+  messageDesc(file_linquid_analytics_v1_analytics, 22);
 
 /**
  * Totals are one customer's counters.
@@ -707,7 +853,7 @@ export type Totals = Message<"linquid.analytics.v1.Totals"> & {
  * Use `create(TotalsSchema)` to create a new message.
  */
 export const TotalsSchema: GenMessage<Totals> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 18);
+  messageDesc(file_linquid_analytics_v1_analytics, 23);
 
 /**
  * @generated from message linquid.analytics.v1.RecalculateLtvRequest
@@ -731,7 +877,7 @@ export type RecalculateLtvRequest = Message<"linquid.analytics.v1.RecalculateLtv
  * Use `create(RecalculateLtvRequestSchema)` to create a new message.
  */
 export const RecalculateLtvRequestSchema: GenMessage<RecalculateLtvRequest> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 19);
+  messageDesc(file_linquid_analytics_v1_analytics, 24);
 
 /**
  * @generated from message linquid.analytics.v1.RecalculateLtvResponse
@@ -758,7 +904,7 @@ export type RecalculateLtvResponse = Message<"linquid.analytics.v1.RecalculateLt
  * Use `create(RecalculateLtvResponseSchema)` to create a new message.
  */
 export const RecalculateLtvResponseSchema: GenMessage<RecalculateLtvResponse> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 20);
+  messageDesc(file_linquid_analytics_v1_analytics, 25);
 
 /**
  * Touchpoint is one step of a customer's journey.
@@ -819,7 +965,7 @@ export type Touchpoint = Message<"linquid.analytics.v1.Touchpoint"> & {
  * Use `create(TouchpointSchema)` to create a new message.
  */
 export const TouchpointSchema: GenMessage<Touchpoint> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 21);
+  messageDesc(file_linquid_analytics_v1_analytics, 26);
 
 /**
  * @generated from message linquid.analytics.v1.GetJourneyRequest
@@ -874,7 +1020,7 @@ export type GetJourneyRequest = Message<"linquid.analytics.v1.GetJourneyRequest"
  * Use `create(GetJourneyRequestSchema)` to create a new message.
  */
 export const GetJourneyRequestSchema: GenMessage<GetJourneyRequest> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 22);
+  messageDesc(file_linquid_analytics_v1_analytics, 27);
 
 /**
  * @generated from message linquid.analytics.v1.GetJourneyResponse
@@ -896,7 +1042,7 @@ export type GetJourneyResponse = Message<"linquid.analytics.v1.GetJourneyRespons
  * Use `create(GetJourneyResponseSchema)` to create a new message.
  */
 export const GetJourneyResponseSchema: GenMessage<GetJourneyResponse> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 23);
+  messageDesc(file_linquid_analytics_v1_analytics, 28);
 
 /**
  * @generated from message linquid.analytics.v1.GetJourneySummaryRequest
@@ -935,7 +1081,7 @@ export type GetJourneySummaryRequest = Message<"linquid.analytics.v1.GetJourneyS
  * Use `create(GetJourneySummaryRequestSchema)` to create a new message.
  */
 export const GetJourneySummaryRequestSchema: GenMessage<GetJourneySummaryRequest> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 24);
+  messageDesc(file_linquid_analytics_v1_analytics, 29);
 
 /**
  * JourneySummary condenses a journey.
@@ -996,7 +1142,7 @@ export type JourneySummary = Message<"linquid.analytics.v1.JourneySummary"> & {
  * Use `create(JourneySummarySchema)` to create a new message.
  */
 export const JourneySummarySchema: GenMessage<JourneySummary> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 25);
+  messageDesc(file_linquid_analytics_v1_analytics, 30);
 
 /**
  * @generated from message linquid.analytics.v1.GetJourneySummaryResponse
@@ -1013,7 +1159,7 @@ export type GetJourneySummaryResponse = Message<"linquid.analytics.v1.GetJourney
  * Use `create(GetJourneySummaryResponseSchema)` to create a new message.
  */
 export const GetJourneySummaryResponseSchema: GenMessage<GetJourneySummaryResponse> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 26);
+  messageDesc(file_linquid_analytics_v1_analytics, 31);
 
 /**
  * Touch is a first or last touch.
@@ -1057,7 +1203,7 @@ export type Touch = Message<"linquid.analytics.v1.Touch"> & {
  * Use `create(TouchSchema)` to create a new message.
  */
 export const TouchSchema: GenMessage<Touch> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 27);
+  messageDesc(file_linquid_analytics_v1_analytics, 32);
 
 /**
  * TouchCount is how often one link, campaign or source touched a customer.
@@ -1091,7 +1237,7 @@ export type TouchCount = Message<"linquid.analytics.v1.TouchCount"> & {
  * Use `create(TouchCountSchema)` to create a new message.
  */
 export const TouchCountSchema: GenMessage<TouchCount> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 28);
+  messageDesc(file_linquid_analytics_v1_analytics, 33);
 
 /**
  * Attribution is a customer's attribution record.
@@ -1130,7 +1276,7 @@ export type Attribution = Message<"linquid.analytics.v1.Attribution"> & {
  * Use `create(AttributionSchema)` to create a new message.
  */
 export const AttributionSchema: GenMessage<Attribution> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 29);
+  messageDesc(file_linquid_analytics_v1_analytics, 34);
 
 /**
  * @generated from message linquid.analytics.v1.GetAttributionRequest
@@ -1154,7 +1300,7 @@ export type GetAttributionRequest = Message<"linquid.analytics.v1.GetAttribution
  * Use `create(GetAttributionRequestSchema)` to create a new message.
  */
 export const GetAttributionRequestSchema: GenMessage<GetAttributionRequest> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 30);
+  messageDesc(file_linquid_analytics_v1_analytics, 35);
 
 /**
  * @generated from message linquid.analytics.v1.GetAttributionResponse
@@ -1171,7 +1317,7 @@ export type GetAttributionResponse = Message<"linquid.analytics.v1.GetAttributio
  * Use `create(GetAttributionResponseSchema)` to create a new message.
  */
 export const GetAttributionResponseSchema: GenMessage<GetAttributionResponse> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 31);
+  messageDesc(file_linquid_analytics_v1_analytics, 36);
 
 /**
  * @generated from message linquid.analytics.v1.ScrubCustomerRequest
@@ -1193,7 +1339,7 @@ export type ScrubCustomerRequest = Message<"linquid.analytics.v1.ScrubCustomerRe
  * Use `create(ScrubCustomerRequestSchema)` to create a new message.
  */
 export const ScrubCustomerRequestSchema: GenMessage<ScrubCustomerRequest> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 32);
+  messageDesc(file_linquid_analytics_v1_analytics, 37);
 
 /**
  * @generated from message linquid.analytics.v1.ScrubCustomerResponse
@@ -1212,7 +1358,7 @@ export type ScrubCustomerResponse = Message<"linquid.analytics.v1.ScrubCustomerR
  * Use `create(ScrubCustomerResponseSchema)` to create a new message.
  */
 export const ScrubCustomerResponseSchema: GenMessage<ScrubCustomerResponse> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 33);
+  messageDesc(file_linquid_analytics_v1_analytics, 38);
 
 /**
  * @generated from message linquid.analytics.v1.RegisterCustomerRequest
@@ -1239,7 +1385,7 @@ export type RegisterCustomerRequest = Message<"linquid.analytics.v1.RegisterCust
  * Use `create(RegisterCustomerRequestSchema)` to create a new message.
  */
 export const RegisterCustomerRequestSchema: GenMessage<RegisterCustomerRequest> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 34);
+  messageDesc(file_linquid_analytics_v1_analytics, 39);
 
 /**
  * @generated from message linquid.analytics.v1.RegisterCustomerResponse
@@ -1258,7 +1404,7 @@ export type RegisterCustomerResponse = Message<"linquid.analytics.v1.RegisterCus
  * Use `create(RegisterCustomerResponseSchema)` to create a new message.
  */
 export const RegisterCustomerResponseSchema: GenMessage<RegisterCustomerResponse> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 35);
+  messageDesc(file_linquid_analytics_v1_analytics, 40);
 
 /**
  * @generated from message linquid.analytics.v1.RebuildWorkspaceRequest
@@ -1275,7 +1421,7 @@ export type RebuildWorkspaceRequest = Message<"linquid.analytics.v1.RebuildWorks
  * Use `create(RebuildWorkspaceRequestSchema)` to create a new message.
  */
 export const RebuildWorkspaceRequestSchema: GenMessage<RebuildWorkspaceRequest> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 36);
+  messageDesc(file_linquid_analytics_v1_analytics, 41);
 
 /**
  * @generated from message linquid.analytics.v1.RebuildWorkspaceResponse
@@ -1297,7 +1443,7 @@ export type RebuildWorkspaceResponse = Message<"linquid.analytics.v1.RebuildWork
  * Use `create(RebuildWorkspaceResponseSchema)` to create a new message.
  */
 export const RebuildWorkspaceResponseSchema: GenMessage<RebuildWorkspaceResponse> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 37);
+  messageDesc(file_linquid_analytics_v1_analytics, 42);
 
 /**
  * @generated from message linquid.analytics.v1.ListSnapshotInvalidationsRequest
@@ -1317,7 +1463,7 @@ export type ListSnapshotInvalidationsRequest = Message<"linquid.analytics.v1.Lis
  * Use `create(ListSnapshotInvalidationsRequestSchema)` to create a new message.
  */
 export const ListSnapshotInvalidationsRequestSchema: GenMessage<ListSnapshotInvalidationsRequest> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 38);
+  messageDesc(file_linquid_analytics_v1_analytics, 43);
 
 /**
  * @generated from message linquid.analytics.v1.ListSnapshotInvalidationsResponse
@@ -1354,7 +1500,7 @@ export type ListSnapshotInvalidationsResponse = Message<"linquid.analytics.v1.Li
  * Use `create(ListSnapshotInvalidationsResponseSchema)` to create a new message.
  */
 export const ListSnapshotInvalidationsResponseSchema: GenMessage<ListSnapshotInvalidationsResponse> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 39);
+  messageDesc(file_linquid_analytics_v1_analytics, 44);
 
 /**
  * One change that makes a workspace's snapshots stale.
@@ -1378,7 +1524,7 @@ export type SnapshotInvalidation = Message<"linquid.analytics.v1.SnapshotInvalid
  * Use `create(SnapshotInvalidationSchema)` to create a new message.
  */
 export const SnapshotInvalidationSchema: GenMessage<SnapshotInvalidation> = /*@__PURE__*/
-  messageDesc(file_linquid_analytics_v1_analytics, 40);
+  messageDesc(file_linquid_analytics_v1_analytics, 45);
 
 /**
  * AnalyticsService ingests touchpoints (clicks, leads, sales, custom events),
@@ -1440,6 +1586,20 @@ export const AnalyticsService: GenService<{
     methodKind: "unary";
     input: typeof TrackBatchRequestSchema;
     output: typeof TrackBatchResponseSchema;
+  },
+  /**
+   * Records 1 to 1,000 events of any type in one call (REST clients' batch):
+   * each item is the JSON body of its single route plus its "type", and gets
+   * that route's answer or its own error, in order. An item refused never
+   * stops the others; idempotency keys work per item, also when one batch
+   * carries the same key twice.
+   *
+   * @generated from rpc linquid.analytics.v1.AnalyticsService.IngestEvents
+   */
+  ingestEvents: {
+    methodKind: "unary";
+    input: typeof IngestEventsRequestSchema;
+    output: typeof IngestEventsResponseSchema;
   },
   /**
    * Customers grouped by first-touch week, month, campaign or source.
