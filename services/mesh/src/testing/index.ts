@@ -14,6 +14,7 @@ import { startHost, type Host } from "../host.js";
 import { newId } from "../ids.js";
 import { createClientTracingInterceptor } from "../rpc-tracing.js";
 import { createLogger } from "../logger.js";
+import { contractOf } from "./contract.js";
 import { spawnMesh, type MeshProcess } from "./processes.js";
 
 export interface TestMesh {
@@ -25,7 +26,10 @@ export interface TestMesh {
   grpcClient<S extends DescService>(service: S): Client<S>;
   /** Creates a workspace and one key with `scopes`; returns its id and plaintext key. */
   workspace(options?: { plan?: string; scopes?: string[]; currency?: string; rateLimit?: number | "unlimited" }): Promise<{ id: string; key: string; keyId: string }>;
-  /** Calls the REST API with a key; body is JSON-encoded unless a string. */
+  /**
+   * Calls the REST API with a key; body is JSON-encoded unless a string. The answer is checked
+   * against the OpenAPI document the gateway serves (contract.ts): a difference throws, failing the test.
+   */
   request(method: string, path: string, options?: { key?: string; body?: unknown; headers?: Record<string, string> }): Promise<{ status: number; headers: Headers; body: any; text: string }>;
   stop(): Promise<void>;
 }
@@ -53,6 +57,7 @@ export async function startTestMesh(env: Record<string, string> = {}, options: {
   const host = await startHost(config, { logger: createLogger("test-mesh", config.logLevel, options.log) });
   const transports: Array<ReturnType<typeof createGrpcTransport>> = [];
   const api = `${host.gatewayUrl ?? ""}${config.apiBasePath}`;
+  const contract = host.gatewayUrl === undefined ? undefined : await contractOf(api);
   const mesh: TestMesh = {
     host,
     config,
@@ -91,6 +96,10 @@ export async function startTestMesh(env: Record<string, string> = {}, options: {
       } catch {
         parsed = undefined;
       }
+      const problems = contract?.problems(method.toUpperCase(), path, { status: res.status, headers: res.headers, text }) ?? [];
+      if (problems.length > 0) {
+        throw new Error(`the answer differs from the OpenAPI document (GET ${config.apiBasePath}/openapi.json): ${method} ${path} → ${res.status}: ${problems.join("; ")}\n${text.slice(0, 500)}`);
+      }
       return { status: res.status, headers: res.headers, body: parsed, text };
     },
     async stop() {
@@ -108,6 +117,7 @@ export async function pluginDatabase(mesh: TestMesh, plugin: string): Promise<{ 
 }
 
 export type { MeshProcess } from "./processes.js";
+export { contractOf, type ContractChecker } from "./contract.js";
 export { spawnMesh } from "./processes.js";
 
 /**
