@@ -6,7 +6,7 @@
  * policy declares them (`linquid.policy.v1.route` `errors`).
  */
 import { Code } from "@connectrpc/connect";
-import { mappingOf, type ErrorMapping } from "../error-map.js";
+import { mappingOf, POLICY_ERRORS as ERROR_MAP_POLICY_ERRORS, type ErrorMapping } from "../error-map.js";
 import type { Route } from "../route-table.js";
 
 /** RPC codes an operation documents only when its route policy declares them. */
@@ -38,13 +38,13 @@ const POLICY_ERRORS: readonly PolicyError[] = [
   // entitlement.ts: the workspace's plan lacks the route's entitlement.
   { status: 403, code: "FEATURE_NOT_AVAILABLE", appliesTo: (r) => r.policy.entitlement !== "" },
   // idempotency.ts: the first request with this Idempotency-Key is still running.
-  { status: 409, code: "IDEMPOTENCY_IN_PROGRESS", appliesTo: (r) => IDEMPOTENT_METHODS.has(r.httpMethod), headers: { "retry-after": "" } },
+  { ...ERROR_MAP_POLICY_ERRORS.IDEMPOTENCY_IN_PROGRESS, appliesTo: (r) => IDEMPOTENT_METHODS.has(r.httpMethod) },
   // server.ts: a body over MAX_BODY_BYTES (every route reads its body, if any).
   { status: 413, code: "PAYLOAD_TOO_LARGE", appliesTo: always },
   // transcoder.ts: a non-empty body that is not JSON.
   { status: 415, code: "UNSUPPORTED_MEDIA_TYPE", appliesTo: always },
   // idempotency.ts: an Idempotency-Key sent again with another method, route or body.
-  { status: 422, code: "IDEMPOTENCY_KEY_REUSED", appliesTo: (r) => IDEMPOTENT_METHODS.has(r.httpMethod) },
+  { ...ERROR_MAP_POLICY_ERRORS.IDEMPOTENCY_KEY_REUSED, appliesTo: (r) => IDEMPOTENT_METHODS.has(r.httpMethod) },
   // rate-limit.ts: the workspace's request budget is spent (Retry-After).
   { status: 429, code: "RATE_LIMITED", appliesTo: always, headers: { "retry-after": "" } },
   // auth.ts: the workspaces service cannot be reached (error-map.ts: Unavailable).
