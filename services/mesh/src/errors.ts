@@ -214,5 +214,8 @@ export function isBrokenConnection(err: unknown, callerAborted = false): boolean
  * through. `callerAborted`: the caller's own signal had fired (its deadline, or it gave up).
  */
 export function fromPeerError(err: unknown, peer: string, callerAborted = false): unknown {
-  return isPeerUnreachable(err, callerAborted) ? unavailable(`${peer} service`, err) : err;
+  if (!isPeerUnreachable(err, callerAborted)) return err;
+  // Named, so that the log line of the failed request says what an operator has to fix.
+  if (isTlsFailure(err)) return new ConnectError(`${peer} service unavailable: no trusted TLS connection (${ConnectError.from(err).rawMessage})`, Code.Unavailable, undefined, undefined, err);
+  return unavailable(`${peer} service`, err);
 }

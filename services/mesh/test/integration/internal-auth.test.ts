@@ -148,6 +148,37 @@ describe("internal gRPC with mutual TLS, split mode", () => {
     expect((await gateway.request("GET", "/customers", { key: "lw_live_nope" })).status).toBe(401);
   });
 
+  it("answers 503, not 500, when the gateway cannot verify a peer's certificate (TLS_CA of another CA)", async () => {
+    const ws = clientAs(WorkspacesService, workspaces.grpcUrl, operator, certs);
+    const id = (await ws.createWorkspace({ name: "distrust", plan: "pro", unlimited: true })).workspace!.id;
+    const key = (await ws.createApiKey({ workspaceId: id, scopes: ["links:read"] })).key;
+    const distrusting = await startTestMesh({
+      MESH_PLUGINS: "gateway",
+      WORKSPACES_ADDR: workspaces.grpcUrl,
+      CUSTOMERS_ADDR: services.grpcUrl,
+      ANALYTICS_ADDR: services.grpcUrl,
+      ...tlsEnv(certs, "service:gateway"),
+      TLS_CA: join(rogue, "ca.crt"),
+    });
+    try {
+      const res = await distrusting.request("GET", "/customers", { key });
+      expect(res.status, res.text).toBe(503);
+      expect(res.headers.get("retry-after")).not.toBeNull();
+    } finally {
+      await distrusting.stop();
+    }
+  });
+
+  it("lets buf curl call with an operator certificate", async () => {
+    const op = tlsEnv(certs, "operator:admin");
+    const { stdout } = await run(
+      join(ROOT, "node_modules/.bin/buf"),
+      ["curl", "--protocol", "grpc", "--cert", op.TLS_CERT!, "--key", op.TLS_KEY!, "--cacert", op.TLS_CA!, "-d", JSON.stringify({ name: "curled", plan: "pro" }), `${workspaces.grpcUrl}/linquid.workspaces.v1.WorkspacesService/CreateWorkspace`],
+      { timeout: 30_000 },
+    );
+    expect((JSON.parse(stdout) as { workspace: { name: string } }).workspace.name).toBe("curled");
+  });
+
   it("the admin CLI: an operator certificate creates a workspace and a key; none is UNAUTHENTICATED and a service's is PERMISSION_DENIED, each one line", async () => {
     const admin = (args: string[], env: Record<string, string>) =>
       run(process.execPath, ["--import", "tsx", join(ROOT, "services/workspaces/src/cli/admin.ts"), ...args], {

@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { MongoBulkWriteError, MongoNetworkError, MongoNetworkTimeoutError, MongoServerError, MongoServerSelectionError } from "mongodb";
 import { describe, expect, it } from "vitest";
-import { fromMongoError, fromPeerError, isBrokenConnection, isPeerUnreachable, isUnavailable, unavailable } from "../../src/errors.js";
+import { fromMongoError, fromPeerError, isBrokenConnection, isPeerUnreachable, isTlsFailure, isUnavailable, unavailable } from "../../src/errors.js";
 
 /** A Node system error as sockets raise them. */
 function sysError(code: string, message = `${code.toLowerCase()}`): NodeJS.ErrnoException {
@@ -86,6 +86,20 @@ describe("errors of calls to other services", () => {
     expect(isBrokenConnection(refused)).toBe(false);
     expect(isBrokenConnection(ping)).toBe(false);
     expect(isBrokenConnection(answered)).toBe(false);
+  });
+
+  it("turns a peer without a trusted TLS connection into UNAVAILABLE naming why, never retried", () => {
+    // What connect-node raises when the peer's certificate is not from TLS_CA, or it speaks no TLS.
+    const untrusted = new ConnectError("self-signed certificate in certificate chain", Code.Internal, undefined, undefined, sysError("SELF_SIGNED_CERT_IN_CHAIN"));
+    const plaintextPeer = new ConnectError("wrong version number", Code.Internal, undefined, undefined, sysError("ERR_SSL_WRONG_VERSION_NUMBER"));
+    for (const err of [untrusted, plaintextPeer]) {
+      expect(isTlsFailure(err)).toBe(true);
+      const mapped = fromPeerError(err, "workspaces") as ConnectError;
+      expect(mapped.code).toBe(Code.Unavailable);
+      expect(mapped.rawMessage).toBe(`workspaces service unavailable: no trusted TLS connection (${err.rawMessage})`);
+      expect(isBrokenConnection(err)).toBe(false);
+    }
+    expect(isTlsFailure(reset)).toBe(false);
   });
 
   it("has one notion of unavailable", () => {
