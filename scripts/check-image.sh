@@ -59,7 +59,7 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "@linquid/contracts";
 const client = createClient(Health, createGrpcTransport({ baseUrl: process.argv[2] }));
-for (const service of ["", "linquid.workspaces.v1.WorkspacesService", "linquid.customers.v1.CustomersService", "linquid.analytics.v1.AnalyticsService"]) {
+for (const service of ["", "linquid.workspaces.v1.WorkspacesService", "linquid.workspaces.v1.IdempotencyService", "linquid.customers.v1.CustomersService", "linquid.analytics.v1.AnalyticsService"]) {
   const { status } = await client.check({ service }, { timeoutMs: 5000 });
   if (status !== Status.SERVING) throw new Error(`${service || "(server)"}: ${Status[status]}`);
   console.error(`check:image: gRPC health ${service || "(server)"}: SERVING`);

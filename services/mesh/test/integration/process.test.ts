@@ -94,7 +94,7 @@ describe("mesh process", () => {
       const health = createClient(Health, createGrpcTransport({ baseUrl: grpcUrl as string }));
       const services = (await health.list({})).statuses;
       expect(Object.keys(services).sort()).toEqual(
-        ["", "linquid.analytics.v1.AnalyticsService", "linquid.customers.v1.CustomersService", "linquid.workspaces.v1.WorkspacesService"].sort(),
+        ["", "linquid.analytics.v1.AnalyticsService", "linquid.customers.v1.CustomersService", "linquid.workspaces.v1.IdempotencyService", "linquid.workspaces.v1.WorkspacesService"].sort(),
       );
       for (const s of Object.values(services)) expect(s.status).toBe(Status.SERVING);
 
