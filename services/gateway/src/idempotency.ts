@@ -185,5 +185,16 @@ function answerHeaders(before: ReadonlyMap<string, string>, after: ReadonlyMap<s
 function replay(req: GatewayRequest, answer: IdempotentAnswer): Answer {
   for (const [k, v] of Object.entries(answer.headers)) req.responseHeaders.set(k, v);
   req.responseHeaders.set(REPLAYED_HEADER, "true");
-  return { status: answer.status, body: answer.body };
+  const code = answer.status >= 400 ? errorCodeOf(answer.body) : undefined;
+  return { status: answer.status, body: answer.body, ...(code === undefined ? {} : { code }) };
+}
+
+/** The envelope's error code of a kept error answer, for the access line and metrics, as the first answer had it. */
+function errorCodeOf(body: string): string | undefined {
+  try {
+    const code = (JSON.parse(body) as { error?: { code?: unknown } }).error?.code;
+    return typeof code === "string" ? code : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -132,7 +132,7 @@ async function send(h: Handle, method: string, path: string, options: { key?: st
     responseHeaders: new Map(),
   };
   const answer = await h(req);
-  return { status: answer.status, text: answer.body, body: JSON.parse(answer.body), headers: Object.fromEntries(req.responseHeaders) as Record<string, string> };
+  return { status: answer.status, code: answer.code, text: answer.body, body: JSON.parse(answer.body), headers: Object.fromEntries(req.responseHeaders) as Record<string, string> };
 }
 
 const rpcs = (name: string) => calls.filter((c) => c.route.method.name === name).length;
@@ -246,6 +246,7 @@ describe("Idempotency-Key", () => {
     expect(first).toMatchObject({ status: 404, body: { error: { code: "NOT_FOUND", message: "customer not found" } } });
     const again = await send(h, "PATCH", "/customers/cus_404", { body: '{"name":"x"}', idem: "k" });
     expect(again.text).toBe(first.text);
+    expect(again.code).toBe("NOT_FOUND");
     expect(again.headers["idempotent-replayed"]).toBe("true");
     expect(rpcs("UpdateCustomer")).toBe(1);
   });
