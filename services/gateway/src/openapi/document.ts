@@ -237,7 +237,7 @@ function errorSchema(codes: readonly string[]): JsonSchema {
   };
 }
 
-function errorResponses(routes: readonly Route[]): Record<string, unknown> {
+function errorResponses(routes: readonly Route[], method: HttpMethod): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [status, errors] of operationErrors(routes)) {
     const codes = [...errors.codes];
@@ -245,6 +245,8 @@ function errorResponses(routes: readonly Route[]): Record<string, unknown> {
     // Answers after authentication show the budget; a 401 has no workspace to show.
     if (status !== 401) for (const h of ["X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"]) headers[h] = header(h);
     if (errors.headers.has("retry-after")) headers["Retry-After"] = header("Retry-After");
+    // A kept answer below 500 is replayed as it was, errors included.
+    if (IDEMPOTENT_METHODS.has(method) && status < 500) headers["Idempotent-Replayed"] = header("Idempotent-Replayed");
     out[String(status)] = {
       description: codes.map((c) => `\`${c}\`: ${ERROR_CODE_MEANINGS[c] ?? c.toLowerCase().replace(/_/g, " ")}`).join("; "),
       headers,
@@ -312,7 +314,7 @@ function operation(routes: readonly Route[], registry: SchemaRegistry): Operatio
     const field = input.fields.find((f) => f.name === primary.body)!;
     op["requestBody"] = { required: false, content: { "application/json": { schema: registry.fieldSchema(field, "input") } } };
   }
-  op["responses"] = { ...successResponses(routes, registry, primary.httpMethod), ...errorResponses(routes) };
+  op["responses"] = { ...successResponses(routes, registry, primary.httpMethod), ...errorResponses(routes, primary.httpMethod) };
   const scopes = [primary.policy.scope];
   op["security"] = [{ apiKey: scopes }, { bearer: scopes }];
   op["x-linquid-scope"] = primary.policy.scope;
