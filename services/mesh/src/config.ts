@@ -54,6 +54,11 @@ export interface MeshConfig {
   /** OTLP endpoint; unset = no export (OTEL_EXPORTER_OTLP_ENDPOINT). */
   readonly otlpEndpoint: string | undefined;
   /**
+   * Share of new traces recorded while spans are exported (OTEL_TRACES_SAMPLER_ARG, 0..1,
+   * default 1); a trace the caller sampled, or not, keeps the caller's decision.
+   */
+  readonly traceSampleRatio: number;
+  /**
    * Entries per bucket of the analytics timelines and hourly member lists (ANALYTICS_BUCKET_SIZE,
    * default 1000, 2..100000): the largest such document holds this many.
    */
@@ -95,6 +100,14 @@ function int(env: Env, name: string, fallback: number, min: number, max: number)
   if (!/^\d+$/.test(raw)) throw new ConfigError(`${name}: expected an integer, got "${raw}"`);
   const n = Number(raw);
   if (n < min || n > max) throw new ConfigError(`${name}: must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+function ratio(env: Env, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw);
+  if (!/^\d*\.?\d+$/.test(raw) || n > 1) throw new ConfigError(`${name}: expected a number from 0 to 1, got "${raw}"`);
   return n;
 }
 
@@ -184,6 +197,7 @@ export function loadConfig(env: Env = process.env): MeshConfig {
     shutdownTimeoutMs: int(env, "SHUTDOWN_TIMEOUT_MS", 8000, 100, 60_000),
     logLevel: logLevel as MeshConfig["logLevel"],
     otlpEndpoint: url(env, "OTEL_EXPORTER_OTLP_ENDPOINT", ["http:", "https:"]),
+    traceSampleRatio: ratio(env, "OTEL_TRACES_SAMPLER_ARG", 1),
     analyticsBucketSize: int(env, "ANALYTICS_BUCKET_SIZE", 1000, 2, 100_000),
     recoveryAfterMs: int(env, "RECOVERY_AFTER_MS", 60_000, 1000, 3_600_000),
     cursorSecret: cursorSecret === undefined || cursorSecret === "" ? undefined : cursorSecret,

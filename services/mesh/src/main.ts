@@ -20,7 +20,7 @@ try {
   fatal(err instanceof ConfigError ? `configuration error: ${err.message}` : String(err), 2);
 }
 
-const telemetry = startTelemetry({ serviceName: `linquid-${config.plugins.length === 1 ? config.plugins[0] : "mesh"}`, otlpEndpoint: config.otlpEndpoint });
+const telemetry = startTelemetry({ serviceName: `linquid-${config.plugins.length === 1 ? config.plugins[0] : "mesh"}`, otlpEndpoint: config.otlpEndpoint, sampleRatio: config.traceSampleRatio });
 const logger = createLogger("mesh", config.logLevel);
 
 let host: Host;
