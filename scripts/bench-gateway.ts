@@ -24,8 +24,9 @@
  * The workspace has a finite budget (BENCH_RATE_LIMIT per hour, default 1,000,000,000) so the
  * rate-limit script runs as it does for every paying plan; BENCH_RATE_LIMIT=unlimited skips it.
  *
- * With BENCH_PROFILE=1 it instead profiles the mesh (node --cpu-prof) under 64 connections of
- * cached reads, then of point reads, and prints the top self-time functions and packages.
+ * With BENCH_PROFILE=1 it instead profiles the mesh (V8's CPU profiler, as node --cpu-prof, but
+ * only while the load runs: scripts/cpu-profile-window.ts) under 64 connections of cached reads,
+ * then of point reads, and prints the top self-time functions and packages.
  *
  * Needs wrk (Debian: `apt-get install wrk`) and, for pinning, taskset (util-linux).
  *
@@ -34,7 +35,7 @@
  *   BENCH_PROFILE=1 npm run bench:gateway
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -62,6 +63,7 @@ const WARMUP_SECONDS = 3;
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const MAIN = join(ROOT, "services/mesh/src/main.ts");
 const BARE = join(ROOT, "scripts/bench-bare-servers.ts");
+const PROFILE_WINDOW = join(ROOT, "scripts/cpu-profile-window.ts");
 
 // ---- tools and pinning ----------------------------------------------------------------------
 
@@ -128,6 +130,7 @@ interface Mesh {
   readonly pid: number;
   readonly gatewayUrl: string;
   readonly grpcUrl: string;
+  signal(signal: NodeJS.Signals): void;
   stop(): Promise<void>;
 }
 
@@ -140,13 +143,14 @@ async function stopChild(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-async function startMesh(env: Record<string, string>, profileDir?: string): Promise<Mesh> {
-  const nodeArgs = [...(profileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profileDir}`]), "--import", "tsx", MAIN];
+/** Starts a mesh; with `profileFile`, SIGUSR2 starts and stops a CPU profile written there (scripts/cpu-profile-window.ts). */
+async function startMesh(env: Record<string, string>, profileFile?: string): Promise<Mesh> {
+  const nodeArgs = ["--import", "tsx", ...(profileFile === undefined ? [] : ["--import", PROFILE_WINDOW]), MAIN];
   const [cmd, args] = pinned(SERVER_CPUS, process.execPath, nodeArgs);
   const [port, grpcPort] = [await freePort(), await freePort()];
   const child = spawn(cmd, args, {
     cwd: ROOT,
-    env: { ...process.env, PORT: String(port), GRPC_PORT: String(grpcPort), METRICS_PORT: "0", LOG_LEVEL: process.env["BENCH_LOG_LEVEL"] ?? "info", ...env },
+    env: { ...process.env, PORT: String(port), GRPC_PORT: String(grpcPort), METRICS_PORT: "0", LOG_LEVEL: process.env["BENCH_LOG_LEVEL"] ?? "info", ...(profileFile === undefined ? {} : { BENCH_PROFILE_FILE: profileFile }), ...env },
     stdio: ["ignore", "ignore", "pipe"],
   });
   // Its warnings and errors stay visible (BENCH_VERBOSE=1: everything it logs).
@@ -165,7 +169,7 @@ async function startMesh(env: Record<string, string>, profileDir?: string): Prom
     if (Date.now() > deadline) throw new Error(`mesh did not answer /healthz within 60 s: ${log}`);
     await new Promise((r) => setTimeout(r, 200));
   }
-  return { pid: child.pid!, gatewayUrl, grpcUrl: `http://127.0.0.1:${grpcPort}`, stop: () => stopChild(child) };
+  return { pid: child.pid!, gatewayUrl, grpcUrl: `http://127.0.0.1:${grpcPort}`, signal: (s) => void child.kill(s), stop: () => stopChild(child) };
 }
 
 async function startBare(env: Record<string, string>): Promise<{ pid: number; urls: Record<"redis" | "find" | "health", string>; stop(): Promise<void> }> {
@@ -450,27 +454,31 @@ async function main(): Promise<void> {
   }
 }
 
-/** CPU profiles of the mesh under 64 connections of cached reads, then of point reads. */
+/** CPU profiles of the mesh during 64 connections of cached reads, then of point reads (the load only). */
 async function profile(env: Record<string, string>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "linquid-prof-"));
+  const file = join(dir, "mesh.cpuprofile");
+  const mesh = await startMesh(env, file);
   const out: string[] = [];
-  let customerId: string | undefined;
-  let key: string | undefined;
-  for (const what of ["cached", "point"] as const) {
-    const dir = mkdtempSync(join(tmpdir(), "linquid-prof-"));
-    const mesh = await startMesh(env, dir);
-    try {
-      if (key === undefined) ({ key, customerId } = await seed(mesh));
+  try {
+    const { key, customerId } = await seed(mesh);
+    const headers = [`X-API-Key: ${key}`];
+    for (const what of ["cached", "point"] as const) {
       const url = what === "cached" ? `${mesh.gatewayUrl}/api/customers/cohorts` : `${mesh.gatewayUrl}/api/customers/${customerId}`;
-      const headers = [`X-API-Key: ${key}`];
       await runWrk(url, 16, WARMUP_SECONDS, headers);
       say(`profiling ${what} reads for ${DURATION} s`);
-      await runWrk(url, 64, DURATION, headers);
-    } finally {
-      await mesh.stop();
+      rmSync(`${file}.done`, { force: true });
+      mesh.signal("SIGUSR2");
+      const out1 = await runWrk(url, 64, DURATION, headers);
+      mesh.signal("SIGUSR2");
+      for (let i = 0; i < 100 && !existsSync(`${file}.done`); i++) await new Promise((r) => setTimeout(r, 100));
+      const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out1)?.[1] ?? NaN);
+      const requests = Number(/(\d+) requests in/.exec(out1)?.[1] ?? NaN);
+      const title = `${what === "cached" ? "Cached `GET /customers/cohorts`" : "`GET /customers/:id`"}, 64 connections, ${DURATION} s, ${fmt(rps)} rps`;
+      out.push(profileMarkdown(title, summarizeProfile(file, 20), requests), "");
     }
-    const file = readdirSync(dir).find((f) => f.endsWith(".cpuprofile"));
-    if (file === undefined) throw new Error(`no profile written in ${dir}`);
-    out.push(profileMarkdown(`${what === "cached" ? "Cached `GET /customers/cohorts`" : "`GET /customers/:id`"}, 64 connections, ${DURATION} s`, summarizeProfile(join(dir, file), 15)), "");
+  } finally {
+    await mesh.stop();
     rmSync(dir, { recursive: true, force: true });
   }
   process.stdout.write(`${out.join("\n")}\n`);

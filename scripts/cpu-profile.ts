@@ -78,12 +78,16 @@ export function summarizeProfile(path: string, n = 15): ProfileSummary {
   return { busyMs: busy / 1000, functions: top(fns, busy || 1, n), packages: top(pkgs, busy || 1, n) };
 }
 
-/** The summary as two Markdown tables (self time by function, by package). */
-export function profileMarkdown(title: string, s: ProfileSummary): string {
+/** The summary as two Markdown tables (self time by function, by package); per request when `requests` is given. */
+export function profileMarkdown(title: string, s: ProfileSummary, requests?: number): string {
   const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
-  const lines = [`${title} — ${Math.round(s.busyMs)} ms busy`, "", "| self time | function |", "|---|---|"];
-  for (const f of s.functions) lines.push(`| ${pct(f.share)} | \`${f.name}\` |`);
-  lines.push("", "| self time | package |", "|---|---|");
-  for (const p of s.packages) lines.push(`| ${pct(p.share)} | ${p.name} |`);
+  const per = (x: number) => (requests === undefined ? "" : ` ${((x * s.busyMs * 1000) / requests).toFixed(1)} |`);
+  const head = requests === undefined ? "" : " µs/request |";
+  const rule = requests === undefined ? "" : "---|";
+  const busy = requests === undefined ? "" : `, ${((s.busyMs * 1000) / requests).toFixed(0)} µs CPU a request`;
+  const lines = [`${title} — ${Math.round(s.busyMs)} ms busy${busy}`, "", `| self time |${head} function |`, `|---|${rule}---|`];
+  for (const f of s.functions) lines.push(`| ${pct(f.share)} |${per(f.share)} \`${f.name}\` |`);
+  lines.push("", `| self time |${head} package |`, `|---|${rule}---|`);
+  for (const p of s.packages) lines.push(`| ${pct(p.share)} |${per(p.share)} ${p.name} |`);
   return lines.join("\n");
 }
