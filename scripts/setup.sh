@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh machine: npm packages (with a pinned
 # Node for every npm script), the vendored google protos, FerretDB (the embedded MongoDB-wire
-# database, built from its Go module) and redis-server. Safe and fast to run again: each
+# database, built from its Go module), redis-server and Chromium (for the reference page's
+# browser test). Safe and fast to run again: each
 # step is skipped when its result is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,5 +57,16 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # Debian's package starts a service on 6379; the project never uses it.
 else
   say "redis-server not found and cannot be installed here; the mesh will run without Redis"
+fi
+
+# 5. Chromium: the integration test of the reference page (/docs) opens it in Debian's
+# chromium through playwright-core (which downloads no browser of its own).
+if [ -x /usr/bin/chromium ]; then
+  say "chromium present"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  say "installing chromium"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+else
+  say "chromium not found at /usr/bin/chromium and cannot be installed here; the reference page's browser test will fail"
 fi
 say "ready"

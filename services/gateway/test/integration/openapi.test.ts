@@ -1,9 +1,11 @@
 /**
- * The reference the gateway serves about itself: /openapi.json and /docs without a key, and
- * the contract check every mesh.request() runs (services/mesh/src/testing/contract.ts) —
- * shown here to refuse answers that differ from the document.
+ * The reference the gateway serves about itself: /openapi.json and /docs without a key (the
+ * page opened in headless Chromium, offline), and the contract check every mesh.request() runs
+ * (services/mesh/src/testing/contract.ts) — shown here to refuse answers that differ from the
+ * document.
  */
 import { Validator } from "@seriousme/openapi-schema-validator";
+import { chromium } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { contractOf, startTestMesh, type ContractChecker, type TestMesh } from "@linquid/mesh/testing";
 
@@ -52,6 +54,43 @@ describe("the API reference", () => {
     const wrong = await mesh.request("POST", "/openapi.json", { body: {} });
     expect(wrong.status).toBe(405);
     expect(wrong.headers.get("allow")).toBe("GET");
+  });
+});
+
+describe("the reference page in a browser", () => {
+  it("lists every operation of the document, with nothing loaded from elsewhere", async () => {
+    const spec = (await mesh.request("GET", "/openapi.json")).body as { paths: Record<string, Record<string, { operationId: string; summary: string }>> };
+    const operations = Object.values(spec.paths).flatMap((ops) => Object.values(ops));
+    // Debian's chromium (scripts/setup.sh installs it), driven by playwright-core.
+    const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--headless", "--no-sandbox"] });
+    try {
+      const page = await browser.newPage();
+      const origin = new URL(mesh.api).origin;
+      // Offline: anything not from the gateway is refused, and recorded.
+      const elsewhere: string[] = [];
+      await page.route("**/*", (route) => {
+        const url = route.request().url();
+        if (url.startsWith(`${origin}/`)) return route.continue();
+        elsewhere.push(url);
+        return route.abort();
+      });
+      const pageErrors: string[] = [];
+      page.on("pageerror", (err) => pageErrors.push(err.message));
+      await page.goto(`${mesh.api}/docs`);
+      await page.waitForSelector('[data-section-id^="operation/"]', { timeout: 45_000 });
+      const sections = await page.$$eval('[data-section-id^="operation/"]', (els) => els.map((e) => [e.getAttribute("data-section-id"), e.querySelector("h2")?.textContent ?? ""]));
+      const menu = await page.$$eval("[data-item-id]", (els) => els.map((e) => e.getAttribute("data-item-id") ?? ""));
+      expect(sections.map(([id]) => id).sort()).toEqual(operations.map((o) => `operation/${o.operationId}`).sort());
+      for (const o of operations) {
+        expect(sections.find(([id]) => id === `operation/${o.operationId}`)?.[1], o.operationId).toContain(o.summary);
+        expect(menu.some((id) => id.endsWith(`/operation/${o.operationId}`)), o.operationId).toBe(true);
+      }
+      // Redoc's attribution links a logo on its CDN; the page's CSP blocks it and nothing else is asked for.
+      expect(elsewhere.filter((u) => !u.startsWith("https://cdn.redoc.ly/"))).toEqual([]);
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await browser.close();
+    }
   });
 });
 
