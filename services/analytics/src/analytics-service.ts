@@ -37,6 +37,7 @@ import {
 import { isUnavailable, unavailable, Violations } from "@linquid/mesh";
 import { decodeItem, itemError, MAX_REST_BATCH } from "./batch-items.js";
 import { checkRange } from "./dates.js";
+import type { TrackCoalescer } from "./coalescer.js";
 import type { Ingestion, TrackOutcome } from "./ingestion.js";
 import type { SnapshotInvalidations } from "./invalidations.js";
 import { cohorts, ltvCohorts } from "./reads.js";
@@ -83,6 +84,8 @@ const totalsOf = (s: TotalsState) => ({ leads: BigInt(s.leads), sales: BigInt(s.
 export interface AnalyticsParts {
   readonly repo: AnalyticsRepository;
   readonly ingestion: Pick<Ingestion, "ingest">;
+  /** Single tracking calls, gathered into batches (coalescer.ts). */
+  readonly coalescer: Pick<TrackCoalescer, "track">;
   readonly rollups: Pick<Rollups, "recalculate" | "register" | "rebuild">;
   readonly stats: Pick<StatsPusher, "push">;
   readonly currencies: Pick<WorkspaceCurrencies, "of">;
@@ -99,9 +102,9 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
   private async trackOne(ws: string, check: () => IncomingEvent) {
     checkWorkspaceId(ws);
     const event = check();
-    const [o] = await this.parts.ingestion.ingest(ws, [event]);
-    if (o!.failure !== undefined) throw o!.failure;
-    return answer(o!);
+    const o = await this.parts.coalescer.track(ws, event);
+    if (o.failure !== undefined) throw o.failure;
+    return answer(o);
   }
 
   trackClick(req: TrackClickRequest) {

@@ -7,6 +7,7 @@
 import { AnalyticsService, CustomersService, WorkspacesService } from "@linquid/contracts";
 import { runDetached, type Plugin } from "@linquid/mesh";
 import { AnalyticsHandler } from "./analytics-service.js";
+import { TrackCoalescer } from "./coalescer.js";
 import { Ingestion } from "./ingestion.js";
 import { SnapshotInvalidations } from "./invalidations.js";
 import { Recovery, SWEEP_EVERY_MS } from "./recovery.js";
@@ -30,7 +31,9 @@ const plugin: Plugin = {
     const rollups = new Rollups(repo, ops, stats, invalidations);
     const ingestion = new Ingestion(repo, rollups, ops, stats, currencies, customers, ctx.logger);
     const recovery = new Recovery(repo, ops, rollups, stats, ctx.logger, invalidations);
-    const handler = new AnalyticsHandler({ repo, ingestion, rollups, stats, currencies, invalidations }, customers);
+    // Single tracking calls take the batch path; their callers read their own customer stats.
+    const coalescer = new TrackCoalescer((ws, events) => ingestion.ingest(ws, events, "await"));
+    const handler = new AnalyticsHandler({ repo, ingestion, coalescer, rollups, stats, currencies, invalidations }, customers);
     let sweeping: Promise<unknown> | undefined;
     // Sweeps run outside any RPC; one at a time per process (a rebuild may outlast the period).
     const timer = setInterval(() => {

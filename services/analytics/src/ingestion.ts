@@ -71,8 +71,13 @@ export class Ingestion {
     private readonly logger: Logger,
   ) {}
 
-  /** Ingests validated events of one workspace; one outcome per input, in order. */
-  async ingest(ws: string, events: readonly IncomingEvent[]): Promise<TrackOutcome[]> {
+  /**
+   * Ingests validated events of one workspace; one outcome per input, in order. `stats`: whether
+   * the changed customers' stats reach the customers service before this returns ("await": the
+   * callers of single tracking calls read their own writes) or in the background, coalesced per
+   * customer ("background": bulk loads, which the customers service must not pace).
+   */
+  async ingest(ws: string, events: readonly IncomingEvent[], stats: "await" | "background" = events.length === 1 ? "await" : "background"): Promise<TrackOutcome[]> {
     const t0 = performance.now();
     const phase: Record<string, number> = {};
     const mark = (name: string) => (phase[name] = Math.round(performance.now() - t0));
@@ -202,11 +207,11 @@ export class Ingestion {
     }
     const changed = await this.rollups.foldInto(ws, opId, fold);
     mark("fold");
-    await this.ops.end(opId);
-    // A single event's caller sees the customer's stats at once; batches (bulk loads) push in
-    // the background, coalesced per customer, so the customers service does not pace ingestion.
-    if (events.length === 1) await this.stats.push(ws, changed);
-    else this.stats.enqueue(ws, changed);
+    if (stats === "await") await Promise.all([this.ops.end(opId), this.stats.push(ws, changed)]);
+    else {
+      await this.ops.end(opId);
+      this.stats.enqueue(ws, changed);
+    }
     mark("stats");
     this.logger.debug("ingested", { workspaceId: ws, events: events.length, customers: stitchArgs.size, ms: phase });
     return this.finishOutcomes(out, sameAs, events);

@@ -292,6 +292,29 @@ export class AnalyticsRepository {
     return r.matchedCount === 1;
   }
 
+  /**
+   * Writes many totals documents, each if it is still at its expected version, in at most two
+   * commands: an insert of the first versions (a duplicate key = another writer was first) and a
+   * bulk of conditional replaces. Returns the customers whose first version was taken by another
+   * writer, and how many replaces matched (which ones, the caller finds out by reading).
+   */
+  async writeTotalsMany(writes: ReadonlyArray<{ doc: TotalsDoc; expectedVersion: number }>): Promise<{ insertLost: Set<string>; replaced: number }> {
+    const inserts = writes.filter((w) => w.expectedVersion === 0).map((w) => w.doc);
+    const replaces = writes.filter((w) => w.expectedVersion !== 0);
+    const [taken, replaced] = await Promise.all([
+      insertManyNew(this.totals, inserts),
+      replaces.length === 0
+        ? Promise.resolve(0)
+        : dbCall("customer_totals", "bulkWrite", async (o) => {
+            const ops: AnyBulkWriteOperation<TotalsDoc>[] = replaces.map(({ doc: { _id, ...rest }, expectedVersion }) => ({
+              replaceOne: { filter: { _id, version: expectedVersion }, replacement: rest },
+            }));
+            return (await this.totals.bulkWrite(ops, { ...o, ordered: false })).matchedCount;
+          }),
+    ]);
+    return { insertLost: new Set(inserts.filter((d) => taken.has(d._id)).map((d) => d.customerId)), replaced };
+  }
+
   // -- anchor members ---------------------------------------------------------------------------
 
   /**
@@ -341,7 +364,7 @@ export class AnalyticsRepository {
     return (name === "cohort_cells" ? this.cohortCells : name === "cohort_day_cells" ? this.dayCells : this.ltvCells) as never;
   }
 
-  /** $inc upserts, one bulkWrite per collection. */
+  /** $inc upserts, one bulkWrite per collection, the collections at once. */
   async applyDeltas(deltas: readonly CellDelta[]): Promise<void> {
     const byCollection = new Map<CellDelta["collection"], CellDelta[]>();
     for (const d of deltas) {
@@ -349,12 +372,14 @@ export class AnalyticsRepository {
       list.push(d);
       byCollection.set(d.collection, list);
     }
-    for (const [name, list] of byCollection) {
-      const ops: AnyBulkWriteOperation<never>[] = list.map((d) => ({
-        updateOne: { filter: { _id: d.id }, update: { $inc: d.inc, $set: d.fields } as never, upsert: true },
-      }));
-      await bulkWrite(this.cellCollection(name), ops, false);
-    }
+    await Promise.all(
+      [...byCollection].map(([name, list]) => {
+        const ops: AnyBulkWriteOperation<never>[] = list.map((d) => ({
+          updateOne: { filter: { _id: d.id }, update: { $inc: d.inc, $set: d.fields } as never, upsert: true },
+        }));
+        return bulkWrite(this.cellCollection(name), ops, false);
+      }),
+    );
   }
 
   cohortCellsOf(ws: string, dim: CohortDimension): Promise<CohortCellDoc[]> {

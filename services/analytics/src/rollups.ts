@@ -18,7 +18,6 @@ import type { SnapshotInvalidations } from "./invalidations.js";
 import type { AnalyticsRepository, EventDoc, TotalsDoc } from "./repository.js";
 import { timelineEntry } from "./repository.js";
 import type { StatsPusher } from "./stats-push.js";
-import { mapLimit } from "./stats-push.js";
 import { accumulate, anchorMember, contributions, diffCells, emptyTotals, foldEvents, nonZero, type AnchorMember, type CellDelta, type TotalsState } from "./totals.js";
 import type { WriteOps } from "./write-ops.js";
 
@@ -66,35 +65,64 @@ export class Rollups {
       byCustomer.set(e.customerId, list);
     }
     if (byCustomer.size === 0) return [];
-    // Timelines first: adding is idempotent, so a crash after it leaves nothing to undo.
-    await this.repo.addToTimelines(ws, byCustomer);
+    // Timelines before totals (the first read of the totals meanwhile): adding is idempotent, so
+    // a crash after it leaves nothing to undo.
+    let [current] = await Promise.all([this.repo.findTotals(ws, [...byCustomer.keys()]), this.repo.addToTimelines(ws, byCustomer)]);
     const deadline = Date.now() + CONTENTION_MS;
     const deltas = new Map<string, CellDelta>();
     const members: AnchorMember[] = [];
     const written: TotalsDoc[] = [];
     let pending = [...byCustomer.keys()];
     for (let attempt = 0; pending.length > 0; attempt++) {
-      if (attempt > 0) await pauseBeforeRetry(attempt, deadline, CONTENDED);
-      const current = await this.repo.findTotals(ws, pending);
-      const lost: string[] = [];
-      await mapLimit(pending, 8, async (customerId) => {
+      if (attempt > 0) {
+        await pauseBeforeRetry(attempt, deadline, CONTENDED);
+        current = await this.repo.findTotals(ws, pending);
+      }
+      const writes: Array<{ customerId: string; before: TotalsState; after: TotalsState; doc: TotalsDoc; expectedVersion: number }> = [];
+      for (const customerId of pending) {
         const doc = current.get(customerId);
-        if (doc?.recentOps.includes(opId)) return; // already folded (recovery)
+        if (doc?.recentOps.includes(opId)) continue; // already folded (recovery)
         const before = stateOf(doc);
         const after = foldEvents(before, byCustomer.get(customerId)!);
-        const next = totalsDoc(ws, customerId, after, (doc?.version ?? 0) + 1, [...(doc?.recentOps ?? []), opId]);
-        if (!(await this.repo.writeTotals(next, doc?.version ?? 0))) return void lost.push(customerId);
-        accumulate(deltas, contributions(ws, before), -1);
-        accumulate(deltas, contributions(ws, after), 1);
-        const member = movedAnchor(customerId, before, after);
+        const expectedVersion = doc?.version ?? 0;
+        writes.push({ customerId, before, after, expectedVersion, doc: totalsDoc(ws, customerId, after, expectedVersion + 1, [...(doc?.recentOps ?? []), opId]) });
+      }
+      const lost = await this.writeAll(ws, opId, writes);
+      for (const w of writes) {
+        if (lost.has(w.customerId)) continue;
+        accumulate(deltas, contributions(ws, w.before), -1);
+        accumulate(deltas, contributions(ws, w.after), 1);
+        const member = movedAnchor(w.customerId, w.before, w.after);
         if (member !== null) members.push(member);
-        written.push(next);
-      });
-      pending = lost;
+        written.push(w.doc);
+      }
+      pending = [...lost];
     }
-    await this.repo.applyDeltas(nonZero(deltas));
-    await this.repo.addMembers(ws, members);
+    await Promise.all([this.repo.applyDeltas(nonZero(deltas)), this.repo.addMembers(ws, members)]);
     return written;
+  }
+
+  /**
+   * Compare-and-set of many customers' totals in one round of bulk writes; the customers whose
+   * write lost (another writer moved their totals first). A replace that did not match is found
+   * by reading the totals back: the op is in `recentOps` exactly when its write won, as long as
+   * fewer than RECENT_OPS writes followed it; past that (a customer written that often within
+   * milliseconds) it cannot be told, so the write counts as won — never folded twice — and the
+   * workspace's rebuild is requested to make the figures exact.
+   */
+  private async writeAll(ws: string, opId: string, writes: ReadonlyArray<{ customerId: string; doc: TotalsDoc; expectedVersion: number }>): Promise<Set<string>> {
+    const { insertLost, replaced } = await this.repo.writeTotalsMany(writes);
+    const lost = new Set(insertLost);
+    const replaces = writes.filter((w) => w.expectedVersion !== 0);
+    if (replaced === replaces.length) return lost;
+    const now = await this.repo.findTotals(ws, replaces.map((w) => w.customerId));
+    for (const w of replaces) {
+      const cur = now.get(w.customerId);
+      if (cur?.recentOps.includes(opId) === true) continue;
+      if (cur !== undefined && cur.version - w.doc.version >= RECENT_OPS - 1) await this.ops.requestRebuild(ws);
+      else lost.add(w.customerId);
+    }
+    return lost;
   }
 
   /** Moves one customer's rollup cells and member entry from its old totals to its new ones. */

@@ -2,7 +2,8 @@
  * POST /track/batch through the real gateway: results in order, each the single route's answer
  * or the item's own error; a bad item never sinks the others; idempotency per item, a replay
  * inside one batch included; scope, entitlement, one request against the rate budget, and the
- * whole request refused over 1,000 items or over the body limit.
+ * whole request refused over 1,000 items or over the body limit. Concurrent single calls, which
+ * the service gathers into batches, each get their own answer.
  */
 import { startTestMesh, type TestMesh } from "@linquid/mesh/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -103,6 +104,42 @@ describe("POST /track/batch", () => {
     const full = await mesh.request("POST", "/track/batch", { key, body: { events: Array.from({ length: 1000 }, (_, i) => click(i)) } });
     expect(full.status).toBe(200);
     expect((full.body.data.results as Array<{ duplicate: boolean }>).every((r) => r.duplicate === false)).toBe(true);
+  });
+
+  it("answers concurrent single /track/* calls, gathered into batches, each with its own outcome", async () => {
+    const { key } = await mesh.workspace({ currency: "USD" });
+    const post = (path: string, body: object) => mesh.request("POST", path, { key, body });
+    const calls = [
+      ...Array.from({ length: 10 }, (_, i) => post("/track/lead", { externalId: `u${i}`, eventId: `l${i}`, clickId: `c${i}`, timestamp: "2026-05-01T10:00:00Z" })),
+      ...Array.from({ length: 10 }, (_, i) => post("/track/sale", { externalId: `u${i}`, amount: 100 + i, currency: "USD", invoiceId: `i${i}`, timestamp: "2026-05-02T10:00:00Z" })),
+      // Replays of five invoices, sent at the same time as the originals.
+      ...Array.from({ length: 5 }, (_, i) => post("/track/sale", { externalId: `u${i}`, amount: 100 + i, currency: "USD", invoiceId: `i${i}`, timestamp: "2026-05-02T10:00:00Z" })),
+      ...Array.from({ length: 4 }, (_, i) => post("/track/click", { clickId: `c${i}`, linkId: "l", timestamp: "2026-04-30T10:00:00Z" })),
+      post("/track/sale", { externalId: "u0", amount: 1, currency: "EUR", invoiceId: "eur" }),
+    ];
+    const answers = await Promise.all(calls);
+    expect(answers.slice(0, 29).map((r) => r.status)).toEqual(new Array(29).fill(200));
+    expect(answers[29]!.status).toBe(400);
+    expect(answers[29]!.body.error.details).toEqual([{ field: "currency", issue: "must be the workspace's reporting currency USD" }]);
+    const leads = answers.slice(0, 10).map((r) => r.body.data);
+    for (let i = 0; i < 10; i++) {
+      const sale = answers[10 + i]!.body.data;
+      expect(sale.customerId).toBe(leads[i].customerId);
+      if (i < 5) {
+        const replay = answers[20 + i]!.body.data;
+        expect(replay.eventId).toBe(sale.eventId);
+        expect([sale.duplicate, replay.duplicate].sort()).toEqual([false, true]);
+      } else expect(sale.duplicate).toBe(false);
+    }
+    // Each answer came once its customer's stats were pushed: the records show every sale once.
+    for (let i = 0; i < 10; i++) {
+      const customer = await mesh.request("GET", `/customers/ext_u${i}`, { key });
+      expect(customer.body.data.stats).toMatchObject({ leads: 1, sales: 1, revenue: 100 + i });
+    }
+    const byMonth = await mesh.request("GET", "/customers/cohorts?group_by=campaign", { key });
+    expect(byMonth.body.data).toEqual([{ cohort: null, customers: 10, leads: 10, sales: 10, revenue: 1045, conversionRate: 1 }]);
+    const journey = await mesh.request("GET", "/customers/ext_u2/journey", { key });
+    expect(journey.body.data.map((t: { type: string }) => t.type)).toEqual(["click", "lead", "sale"]);
   });
 
   it("needs events:write and revenue tracking, and spends one request of the budget", async () => {

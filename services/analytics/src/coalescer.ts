@@ -1,0 +1,74 @@
+/**
+ * Single tracking calls (TrackClick, TrackLead, TrackSale, TrackEvent: one event each) take the
+ * batch path: the calls of one workspace that arrive within `windowMs` of the first waiting one
+ * are ingested together, so concurrent callers share every database round trip of the write path
+ * instead of paying each for one event. Each call still answers only once its own event is stored
+ * (and its customer's stats pushed), with its own outcome: another caller's bad event never fails
+ * it. A failure of the whole ingestion (a dependency down, a rebuild that outlasts the wait) fails
+ * every call of the batch, as it would have failed each alone.
+ *
+ * Deadlines: only calls with deadlines of the same order (remaining time within the same power of
+ * two, e.g. every call the gateway makes with its 15 s budget) share a batch, and the batch runs
+ * under the shortest of them. So no call's event is written after its own deadline passed, and a
+ * call that cannot wait — for a rebuild of its workspace, say — is refused as it would be alone,
+ * nothing written, without making a call with a longer deadline fail.
+ */
+import { inheritedTimeoutMs, runWithDeadline } from "@linquid/mesh";
+import type { TrackOutcome } from "./ingestion.js";
+import type { IncomingEvent } from "./validation.js";
+
+/** How long the first waiting call waits for others (milliseconds). */
+export const COALESCE_WINDOW_MS = 2;
+/** A batch is sent at once when it reaches this many events. */
+export const COALESCE_MAX = 500;
+
+export type IngestFn = (ws: string, events: readonly IncomingEvent[]) => Promise<TrackOutcome[]>;
+
+interface Waiter {
+  readonly event: IncomingEvent;
+  /** Epoch ms of the caller's deadline; undefined = none. */
+  readonly deadline: number | undefined;
+  resolve(o: TrackOutcome): void;
+  reject(err: unknown): void;
+}
+
+export class TrackCoalescer {
+  /** Waiting calls by workspace and deadline class. */
+  private readonly queues = new Map<string, { ws: string; waiters: Waiter[]; timer: NodeJS.Timeout }>();
+
+  constructor(
+    private readonly ingest: IngestFn,
+    private readonly windowMs = COALESCE_WINDOW_MS,
+    private readonly max = COALESCE_MAX,
+  ) {}
+
+  /** Ingests one event with whatever else of its workspace arrives meanwhile; its own outcome. */
+  track(ws: string, event: IncomingEvent): Promise<TrackOutcome> {
+    return new Promise<TrackOutcome>((resolve, reject) => {
+      const left = inheritedTimeoutMs();
+      const waiter: Waiter = { event, deadline: left === undefined ? undefined : Date.now() + left, resolve, reject };
+      const key = `${ws}\u0000${left === undefined ? "none" : Math.floor(Math.log2(Math.max(1, left)))}`;
+      let q = this.queues.get(key);
+      if (q === undefined) {
+        q = { ws, waiters: [], timer: setTimeout(() => this.flush(key), this.windowMs) };
+        this.queues.set(key, q);
+      }
+      q.waiters.push(waiter);
+      if (q.waiters.length >= this.max) this.flush(key);
+    });
+  }
+
+  private flush(key: string): void {
+    const q = this.queues.get(key);
+    if (q === undefined) return;
+    this.queues.delete(key);
+    clearTimeout(q.timer);
+    const { ws, waiters } = q;
+    const deadlines = waiters.map((w) => w.deadline).filter((d): d is number => d !== undefined);
+    const timeoutMs = deadlines.length === 0 ? undefined : Math.min(...deadlines) - Date.now();
+    runWithDeadline(timeoutMs, () => this.ingest(ws, waiters.map((w) => w.event))).then(
+      (outcomes) => waiters.forEach((w, i) => w.resolve(outcomes[i]!)),
+      (err: unknown) => waiters.forEach((w) => w.reject(err)),
+    );
+  }
+}
