@@ -156,8 +156,22 @@ const isOperatorObject = (c: unknown): c is Record<string, unknown> =>
 
 /** One field's condition: an operator object (every operator must hold) or a literal (equality). */
 function conditionMatch(v: Value | undefined, cond: unknown): boolean {
-  if (isOperatorObject(cond)) return Object.entries(cond).every(([op, q]) => operatorMatch(v, op, q));
+  if (isOperatorObject(cond)) {
+    return Object.entries(cond).every(([op, q]) =>
+      op === "$options" ? true : op === "$regex" ? regexMatch(v, q as string, (cond["$options"] as string | undefined) ?? "") : operatorMatch(v, op, q),
+    );
+  }
   return eqMatch(v, cond as Value);
+}
+
+/**
+ * `$regex` (with `$options`): the value, or any element of an array value, is a string the
+ * pattern matches. The oracle's patterns mean the same to JavaScript, PCRE and RE2.
+ */
+function regexMatch(v: Value | undefined, pattern: string, options: string): boolean {
+  const re = new RegExp(pattern, options);
+  const candidates = v === undefined ? [] : Array.isArray(v) ? v : [v];
+  return candidates.some((e) => typeof e === "string" && re.test(e));
 }
 
 /** Whether a document matches a filter (top-level fields only). */

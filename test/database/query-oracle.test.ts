@@ -53,6 +53,8 @@ const STRINGS = ["", "DE", "FR", "US", "de", "é", "Ω", "😀", "\uFFFD", "ｚ"
 const EXTERNAL_IDS = ["x1", "x2", "x3", "x4", "x5"];
 const ID_PREFIXES = ["", "a", "B", "é", "😀", "\uFFFD", "ｚ"];
 const TAGS = ["a", "b", "c", "d"];
+/** Texts with characters JSON escapes (quotes, backslashes, <, >, &, U+2028) and astral ones. */
+const TEXTS = ["a.b", "A.B", 'x"y', "back\\slash", "<b>&c", "é😀x", "u\u2028v", "plain text", "ab", "Ab 42"];
 const T0 = Date.UTC(2026, 0, 1);
 
 /** Dates on a coarse grid (ties are common), a few before 1970. */
@@ -95,6 +97,7 @@ interface GenDoc {
   n?: Value;
   tags?: string[];
   misc?: Value;
+  text?: Value;
 }
 
 const queryDocArb: fc.Arbitrary<GenDoc> = fc.record(
@@ -107,6 +110,11 @@ const queryDocArb: fc.Arbitrary<GenDoc> = fc.record(
     n: fc.oneof({ weight: 8, arbitrary: scalarArb }, { weight: 2, arbitrary: fc.array(scalarArb, { maxLength: 3 }) }),
     tags: fc.array(fc.constantFrom(...TAGS), { maxLength: 3 }),
     misc: miscArb,
+    text: fc.oneof(
+      { weight: 5, arbitrary: fc.constantFrom(...TEXTS) },
+      { weight: 3, arbitrary: fc.array(fc.oneof(fc.constantFrom(...TEXTS), numberArb), { maxLength: 3 }) },
+      { weight: 1, arbitrary: fc.oneof(numberArb, fc.constant(null)) },
+    ),
   },
   { requiredKeys: ["idPrefix", "workspaceId", "createdAt"] },
 );
@@ -157,6 +165,26 @@ function conditionArb(eqValues: fc.Arbitrary<Value>, rangeValues: fc.Arbitrary<V
   );
 }
 
+/**
+ * `$regex` conditions: mostly a literal — a piece of a text with every ASCII punctuation
+ * character escaped, as the customers search writes it — and sometimes a pattern that is not
+ * one (anchors, a class) or the "i" option.
+ */
+const regexConditionArb: fc.Arbitrary<unknown> = fc.oneof(
+  {
+    weight: 4,
+    arbitrary: fc
+      .tuple(fc.constantFrom(...TEXTS), fc.nat(), fc.nat())
+      .map(([t, a, b]) => {
+        const chars = Array.from(t);
+        const from = a % (chars.length + 1);
+        return chars.slice(from, from + (b % (chars.length + 1 - from)) + 1).join("").replace(/[!-\/:-@\[-\^`{-~]/g, "\\$&");
+      })
+      .chain((pattern) => fc.constantFrom({ $regex: pattern }, { $regex: pattern, $options: "" }, { $regex: pattern, $options: "i" })),
+  },
+  { weight: 1, arbitrary: fc.constantFrom("^a", "b$", "\\d", "^A", "x\\\"").map((pattern) => ({ $regex: pattern })) },
+);
+
 const idValueArb = fc.tuple(fc.constantFrom(...ID_PREFIXES), fc.integer({ min: 0, max: 60 })).map(([p, i]) => `${p}${i}`);
 const fieldConditionArb: fc.Arbitrary<[string, unknown]> = fc.oneof(
   conditionArb(fc.constantFrom(...WORKSPACES), fc.constantFrom(...WORKSPACES, "w", "w2a", "x")).map((c) => ["workspaceId", c] as [string, unknown]),
@@ -164,6 +192,8 @@ const fieldConditionArb: fc.Arbitrary<[string, unknown]> = fc.oneof(
   conditionArb(fc.constantFrom(...STRINGS), fc.oneof(fc.constantFrom(...STRINGS), numberArb)).map((c) => ["country", c] as [string, unknown]),
   conditionArb(scalarArb.filter((v) => v !== null), scalarArb.filter((v) => v !== null)).map((c) => ["n", c] as [string, unknown]),
   conditionArb(dateArb, fc.oneof({ weight: 5, arbitrary: dateArb }, { weight: 1, arbitrary: numberArb })).map((c) => ["createdAt", c] as [string, unknown]),
+  regexConditionArb.map((c) => ["text", c] as [string, unknown]),
+  regexConditionArb.map((c) => ["country", c] as [string, unknown]),
   conditionArb(idValueArb, fc.oneof(fc.constantFrom(...ID_PREFIXES), idValueArb)).map((c) => ["_id", c] as [string, unknown]),
   conditionArb(fc.constantFrom(...TAGS), fc.constantFrom(...TAGS)).map((c) => ["tags", c] as [string, unknown]),
   conditionArb(miscArb.filter((v) => !Array.isArray(v) && v !== null), fc.oneof(scalarArb, fc.boolean(), fc.record({ a: numberArb })).filter((v) => v !== null)).map(
