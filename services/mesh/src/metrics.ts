@@ -66,7 +66,7 @@ export const rpcDuration = new Histogram({
 
 export const mongoDuration = new Histogram({
   name: "linquid_mongodb_operation_duration_seconds",
-  help: "MongoDB operations (each dbCall: one driver call, with its cursor's batches), by collection, operation and outcome (ok, error).",
+  help: "MongoDB operations (each dbCall: one driver call, with its cursor's batches), by collection, operation and outcome (ok, duplicate, timeout, unavailable, error).",
   labelNames: ["collection", "operation", "outcome"] as const,
   buckets: COMMAND_BUCKETS,
   registers,

@@ -69,6 +69,17 @@ export function pluginDb(client: MongoClient, prefix: string, plugin: string): D
   return client.db(`${prefix}_${plugin}`);
 }
 
+/**
+ * The outcome label of a failed database call: a duplicate key is how conditional inserts and
+ * replays learn they lost (not a fault); a stopped or unreachable database is told apart from
+ * other errors.
+ */
+const OUTCOME_OF_CODE: Partial<Record<Code, string>> = {
+  [Code.AlreadyExists]: "duplicate",
+  [Code.DeadlineExceeded]: "timeout",
+  [Code.Unavailable]: "unavailable",
+};
+
 /** The options `dbCall` hands to each driver call: the remaining deadline as `maxTimeMS`. */
 export type DbOptions = { readonly maxTimeMS: number };
 
@@ -81,14 +92,14 @@ export type DbOptions = { readonly maxTimeMS: number };
 export async function dbCall<T>(collection: string, operation: string, fn: (options: DbOptions) => Promise<T>): Promise<T> {
   const attributes = { "db.system": "mongodb", "db.collection.name": collection, "db.operation.name": operation };
   const started = performance.now();
-  let outcome = "error";
+  let outcome = "ok";
   try {
     const options = dbTimeout();
-    const result = await inSpan(tracer, `mongodb.${operation} ${collection}`, { kind: SpanKind.CLIENT, attributes }, () => fn(options));
-    outcome = "ok";
-    return result;
+    return await inSpan(tracer, `mongodb.${operation} ${collection}`, { kind: SpanKind.CLIENT, attributes }, () => fn(options));
   } catch (err) {
-    throw fromMongoError(err, `${collection}.${operation}`);
+    const ce = fromMongoError(err, `${collection}.${operation}`);
+    outcome = OUTCOME_OF_CODE[ce.code] ?? "error";
+    throw ce;
   } finally {
     // Timed here rather than by the driver's command monitoring: with monitoring on, the driver
     // decodes every cursor reply a second time for its event (measured: +0.6 ms of CPU per

@@ -4,6 +4,8 @@
  * gateway passed on, and the trace and span ids of the RPC's SERVER span. Nothing else of the
  * request or the answer is read: no PII, no keys.
  *
+ * Health checks (the kubelet's probes) are logged at debug only.
+ *
  * It runs inside the server tracing interceptor (host.ts puts it after), so the active span is
  * the RPC's. A streamed answer is done when its last message was taken, failed or was dropped.
  */
@@ -35,6 +37,9 @@ export const GRPC_CODE_NAMES: readonly string[] = [
 
 /** Connect has no member for success; gRPC's code 0. */
 const OK = 0 as Code;
+
+/** Probes, not traffic: the kubelet asks every few seconds. Their lines are debug; they are counted alike. */
+const HEALTH = "grpc.health.v1.Health";
 
 /** The request id a caller passed, when it is one a log line may carry (see the gateway's request-id.ts). */
 const SANE_ID = /^[\x21-\x7e]{1,128}$/;
@@ -68,6 +73,7 @@ export function createRpcObserveInterceptor(logger: Logger): Interceptor {
     const ids = sc !== undefined && trace.isSpanContextValid(sc) ? { traceId: sc.traceId, spanId: sc.spanId } : {};
     const workspaceId = req.stream ? undefined : workspaceOf(req.message);
     const requestId = req.header.get("x-request-id");
+    const quiet = service === HEALTH;
     let finished = false;
     const done = (code: Code) => {
       if (finished) return;
@@ -76,7 +82,7 @@ export function createRpcObserveInterceptor(logger: Logger): Interceptor {
       const name = GRPC_CODE_NAMES[code] ?? String(code);
       rpcHandled.inc({ service, method, code: name });
       rpcDuration.observe({ service, method }, seconds);
-      logger.info("rpc", {
+      (quiet ? logger.debug : logger.info)("rpc", {
         rpc: `${service}/${method}`,
         code: name,
         durationMs: Math.round(seconds * 10_000) / 10,

@@ -4,6 +4,7 @@
  * Prometheus text of the metrics port moving with the traffic.
  */
 import { createHash } from "node:crypto";
+import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "@linquid/contracts";
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTelemetry, type Telemetry } from "@linquid/mesh";
@@ -66,6 +67,8 @@ describe("access logs and metrics", () => {
     expect(missing.status).toBe(404);
     const badKey = await mesh.request("GET", `/customers/${id}`, { key: `${ws.key}x`, headers: { "x-request-id": "rid-obs-401" } });
     expect(badKey.status).toBe(401);
+    // A probe is not traffic: no line at info.
+    expect((await mesh.grpcClient(Health).check({ service: "" })).status).toBe(ServingStatus.SERVING);
 
     const lines = parse(logged);
     const access = (rid: string) => lines.filter((l) => l["msg"] === "request" && l["requestId"] === rid);
@@ -90,6 +93,8 @@ describe("access logs and metrics", () => {
     expect(rpc[0]!["durationMs"]).toEqual(expect.any(Number));
     // An RPC that failed carries its gRPC code.
     expect(lines.some((l) => l["msg"] === "rpc" && l["rpc"] === "linquid.workspaces.v1.WorkspacesService/AuthenticateApiKey" && l["code"] === "UNAUTHENTICATED")).toBe(true);
+
+    expect(lines.filter((l) => String(l["rpc"]).startsWith("grpc.health.v1.Health/"))).toEqual([]);
 
     // The ids are the trace's: the gateway's SERVER span and the RPC's.
     const spans = exporter.getFinishedSpans();
