@@ -10,9 +10,15 @@
  * Then `cd dist && npm ci --omit=dev && node services/mesh/src/main.js`. The workspaces keep
  * their names and dependencies, so the lock file installs them unchanged. Test helpers
  * (`./testing` exports) are not built.
+ *
+ *   dist/services/gateway/assets/redoc.standalone.js  the reference page's renderer (the gateway
+ *                                                    serves it at /docs): the one file of the
+ *                                                    redoc package production needs, so the
+ *                                                    package stays a development dependency
  */
 import { execFileSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { join } from "node:path";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -20,6 +26,8 @@ const dist = join(root, "dist");
 
 rmSync(dist, { recursive: true, force: true });
 execFileSync(join(root, "node_modules/.bin/tsc"), ["-p", join(root, "tsconfig.build.json")], { stdio: "inherit" });
+mkdirSync(join(dist, "services/gateway/assets"), { recursive: true });
+copyFileSync(createRequire(import.meta.url).resolve("redoc/bundles/redoc.standalone.js"), join(dist, "services/gateway/assets/redoc.standalone.js"));
 
 for (const file of ["package.json", "package-lock.json", ".npmrc"]) copyFileSync(join(root, file), join(dist, file));
 
