@@ -451,10 +451,15 @@ async function churnWalk(api: string, key: string, ws: string, n: number, custom
   const doomed = new Set<string>();
   for (let i = 0; doomed.size < Math.min(CHURN, Math.floor(all.length / 2)); i++) doomed.add(all[(i * 7919) % all.length]!._id);
   const survivors = new Set(all.map((d) => d._id).filter((id) => !doomed.has(id)));
+  // A churn request that fails counts as not done (status 0): only acknowledged ones count.
   const req = async (method: string, path: string, body?: unknown) => {
-    const res = await fetch(`${api}${path}`, { method, headers: { "x-api-key": key, ...(body ? { "content-type": "application/json" } : {}) }, ...(body ? { body: JSON.stringify(body) } : {}) });
-    await res.text();
-    return res.status;
+    try {
+      const res = await fetch(`${api}${path}`, { method, headers: { "x-api-key": key, ...(body ? { "content-type": "application/json" } : {}) }, ...(body ? { body: JSON.stringify(body) } : {}) });
+      await res.text();
+      return res.status;
+    } catch {
+      return 0;
+    }
   };
   let walking = true;
   // Four clients create and delete while the walk runs; what they did before it ended counts.
@@ -474,23 +479,35 @@ async function churnWalk(api: string, key: string, ws: string, n: number, custom
   const seen = new Map<string, number>();
   const t = performance.now();
   let pages = 0;
+  let retries = 0;
   let cursor: string | null = null;
-  do {
-    const r = await fetch(`${api}/customers?limit=100${cursor === null ? "" : `&cursor=${encodeURIComponent(cursor)}`}`, { headers: { "x-api-key": key } });
-    const body = (await r.json()) as { data: Array<{ id: string }>; pagination: { nextCursor: string | null } };
-    for (const c of body.data) seen.set(c.id, (seen.get(c.id) ?? 0) + 1);
-    cursor = body.pagination.nextCursor;
-    pages++;
-  } while (cursor !== null);
+  try {
+    do {
+      const r = await fetch(`${api}/customers?limit=100${cursor === null ? "" : `&cursor=${encodeURIComponent(cursor)}`}`, { headers: { "x-api-key": key } });
+      if (r.status === 503 && retries < 100) {
+        // As a client would: the same page again after Retry-After.
+        await r.text();
+        retries++;
+        await new Promise((done) => setTimeout(done, 1000 * Number(r.headers.get("retry-after") ?? "1")));
+        continue;
+      }
+      if (r.status !== 200) throw new Error(`cursor walk: page ${pages + 1} answered ${r.status}: ${(await r.text()).slice(0, 200)}`);
+      const body = (await r.json()) as { data: Array<{ id: string }>; pagination: { nextCursor: string | null } };
+      for (const c of body.data) seen.set(c.id, (seen.get(c.id) ?? 0) + 1);
+      cursor = body.pagination.nextCursor;
+      pages++;
+    } while (cursor !== null);
+  } finally {
+    walking = false;
+  }
   const elapsed = performance.now() - t;
-  walking = false;
   const done = await churn;
   const missing = [...survivors].filter((id) => seen.get(id) !== 1).length;
   const twice = [...seen.values()].filter((k) => k > 1).length;
   return [
     "",
     `Cursor walk of ${n.toLocaleString("en-US")} customers (limit 100, newest first) while ${done.created} were created and ${done.deleted} deleted through the API meanwhile:`,
-    `  ${pages} pages in ${ms(elapsed)} (${ms(elapsed / pages)} a page); customers that lived throughout: ${survivors.size.toLocaleString("en-US")}, seen exactly once: ${(survivors.size - missing).toLocaleString("en-US")}, seen more than once (any customer): ${twice} — ${missing === 0 && twice === 0 ? "correct" : "WRONG"}`,
+    `  ${pages} pages in ${ms(elapsed)} (${ms(elapsed / pages)} a page${retries > 0 ? `; ${retries} pages answered 503 and were asked again` : ""}); customers that lived throughout: ${survivors.size.toLocaleString("en-US")}, seen exactly once: ${(survivors.size - missing).toLocaleString("en-US")}, seen more than once (any customer): ${twice} — ${missing === 0 && twice === 0 ? "correct" : "WRONG"}`,
   ];
 }
 
