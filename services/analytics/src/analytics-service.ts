@@ -36,6 +36,7 @@ import {
 } from "@linquid/contracts";
 import { isUnavailable, unavailable, Violations } from "@linquid/mesh";
 import { decodeItem, itemError, MAX_REST_BATCH } from "./batch-items.js";
+import { customerCredits, DEFAULT_HALF_LIFE_DAYS, MODELS, type Credit, type Model } from "./attribution.js";
 import { checkRange } from "./dates.js";
 import type { TrackCoalescer } from "./coalescer.js";
 import type { Ingestion, TrackOutcome } from "./ingestion.js";
@@ -299,8 +300,19 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
   }
 
   async getAttribution(req: GetAttributionRequest) {
+    const v = new Violations();
+    if (req.model !== undefined && !(MODELS as readonly string[]).includes(req.model)) v.add("model", `must be one of ${MODELS.join(", ")}`);
+    const halfLifeDays = req.halfLifeDays ?? DEFAULT_HALF_LIFE_DAYS;
+    if (!(halfLifeDays > 0 && halfLifeDays <= 3650)) v.add("halfLifeDays", "must be a number of days > 0 and <= 3650");
+    v.throwIfAny();
     const customerId = await this.resolve(req.workspaceId, req.id);
-    const doc = await query(async () => (await this.parts.repo.findTotals(req.workspaceId, [customerId])).get(customerId));
+    const model = req.model as Model | undefined;
+    const [doc, credits] = await query(() =>
+      Promise.all([
+        this.parts.repo.findTotals(req.workspaceId, [customerId]).then((m) => m.get(customerId)),
+        model === undefined ? Promise.resolve([]) : this.credits(req.workspaceId, customerId, model, halfLifeDays),
+      ]),
+    );
     const s = stateOf(doc);
     const counts = (list: readonly TouchCount[]) =>
       sortTouchCounts(list).map((t) => ({ id: t.id, touches: BigInt(t.touches), firstAt: timestampFromDate(t.firstAt), lastAt: timestampFromDate(t.lastAt) }));
@@ -313,8 +325,24 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
         links: counts(s.links),
         campaigns: counts(s.campaigns),
         sources: counts(s.sources),
+        ...(model !== undefined ? { model } : {}),
+        credits: credits.map((c) => ({
+          ...(c.linkId !== null ? { linkId: c.linkId } : {}),
+          ...(c.campaignId !== null ? { campaignId: c.campaignId } : {}),
+          ...(c.source !== null ? { source: c.source } : {}),
+          weight: c.weight,
+          revenue: BigInt(c.revenue),
+        })),
       }),
     };
+  }
+
+  /** A customer's credits under a model, from its stored clicks and sales (attribution.ts). */
+  private async credits(ws: string, customerId: string, model: Model, halfLifeDays: number): Promise<Credit[]> {
+    const events = await this.parts.repo.customerClicksAndSales(ws, customerId);
+    const clicks = events.filter((e) => e.type === "click").map((e) => ({ at: e.at, ref: e._id, linkId: e.linkId ?? null, campaignId: e.campaignId ?? null, source: e.source ?? null }));
+    const sales = events.filter((e) => e.type === "sale").map((e) => ({ at: e.at, amount: e.amount ?? 0 }));
+    return customerCredits(model, clicks, sales, halfLifeDays);
   }
 
   async scrubCustomer(req: ScrubCustomerRequest) {

@@ -228,6 +228,14 @@ export class AnalyticsRepository {
     return { events: page.map((id) => byId.get(id)).filter((e): e is EventDoc => e !== undefined), total: entries.length };
   }
 
+  /** A customer's clicks and sales (what attribution credits), read through its timeline. */
+  async customerClicksAndSales(ws: string, customerId: string): Promise<EventDoc[]> {
+    const ids = (await this.timelines.read([timelineOwner(ws, customerId)]))
+      .map((e) => parseTimeEntry(e).ref)
+      .filter((id) => id.startsWith(`${ws}:click:`) || id.startsWith(`${ws}:sale:`));
+    return this.findEvents(ids);
+  }
+
   /** Adds events to their customers' timelines (a repeat is dropped by readers). */
   addToTimelines(ws: string, byCustomer: ReadonlyMap<string, readonly EventDoc[]>): Promise<void> {
     return this.timelines.append(ws, new Map([...byCustomer].map(([customerId, events]) => [timelineOwner(ws, customerId), events.map(timelineEntry)])));

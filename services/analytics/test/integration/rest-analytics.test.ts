@@ -39,6 +39,31 @@ describe("analytics over REST", () => {
     expect(summary.body.data).toMatchObject({ clicks: 1, leads: 1, sales: 1, revenue: 1999, currency: "USD" });
   });
 
+  it("credits a customer's revenue to its clicks under each attribution model", async () => {
+    const { key } = await mesh.workspace({ currency: "USD" });
+    const events = [
+      { type: "click", clickId: "m1", linkId: "lnk_a", campaignId: "spring", source: "google", timestamp: "2026-02-01T00:00:00Z" },
+      { type: "click", clickId: "m2", linkId: "lnk_b", timestamp: "2026-02-08T00:00:00Z" },
+      { type: "click", clickId: "m3", linkId: "lnk_c", timestamp: "2026-02-15T00:00:00Z" },
+      ...["m1", "m2", "m3"].map((clickId, i) => ({ type: "lead", externalId: "multi", clickId, eventId: `ml${i}`, timestamp: "2026-02-15T00:00:00Z" })),
+      { type: "sale", externalId: "multi", amount: 1000, currency: "USD", invoiceId: "mi1", timestamp: "2026-02-15T00:00:00Z" },
+    ];
+    expect((await mesh.request("POST", "/track/batch", { key, body: { events } })).status).toBe(200);
+    const credits = async (query: string) => (await mesh.request("GET", `/customers/ext_multi/attribution?${query}`, { key })).body.data;
+    const linear = await credits("model=linear");
+    expect(linear.model).toBe("linear");
+    expect(linear.credits.map((c: { linkId: string; revenue: number }) => [c.linkId, c.revenue])).toEqual([["lnk_a", 334], ["lnk_b", 333], ["lnk_c", 333]]);
+    expect(linear.credits[0]).toEqual({ linkId: "lnk_a", campaignId: "spring", source: "google", weight: 1 / 3, revenue: 334 });
+    expect((await credits("model=position_based")).credits.map((c: { revenue: number }) => c.revenue)).toEqual([400, 200, 400]);
+    // Clicks a week apart with a half-life of a week: 1 : 2 : 4.
+    expect((await credits("model=time_decay")).credits.map((c: { revenue: number }) => c.revenue)).toEqual([143, 286, 571]);
+    expect((await credits("model=time_decay&halfLifeDays=1000")).credits.map((c: { revenue: number }) => c.revenue)).toEqual([332, 333, 335]);
+    expect((await credits("")).credits).toEqual([]);
+    const bad = await mesh.request("GET", "/customers/ext_multi/attribution?model=w_shaped&halfLifeDays=0", { key });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.details.map((d: { field: string }) => d.field).sort()).toEqual(["halfLifeDays", "model"]);
+  });
+
   it("caches reads and makes the next read fresh after a track call", async () => {
     const { key } = await mesh.workspace({ currency: "USD" });
     await mesh.request("POST", "/track/sale", { key, body: { externalId: "u1", amount: 100, currency: "USD", invoiceId: "a", timestamp: "2026-01-10T00:00:00Z" } });
