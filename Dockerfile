@@ -10,6 +10,7 @@ WORKDIR /app
 # workspace's package.json to link @linquid/* into node_modules.
 COPY package.json package-lock.json .npmrc ./
 COPY services/analytics/package.json services/analytics/
+COPY services/client/package.json services/client/
 COPY services/contracts/package.json services/contracts/
 COPY services/customers/package.json services/customers/
 COPY services/gateway/package.json services/gateway/

@@ -12,7 +12,7 @@ import { createSnapshotCache } from "./cache.js";
 import type { Principal } from "./context.js";
 import { createIdempotencyPolicy } from "./idempotency.js";
 import { startInvalidationFeed } from "./invalidations.js";
-import { createOpenApiDocument } from "./openapi/document.js";
+import { createOpenApiDocument, type OpenApiDocument } from "./openapi/document.js";
 import { createReferencePolicy, loadRenderer } from "./openapi/reference.js";
 import { createPipeline, type Invoke, type InvokeStream } from "./pipeline.js";
 import { createFallbackLimiter } from "./rate-limit.js";
@@ -21,6 +21,14 @@ import { createGatewayServer } from "./server.js";
 
 /** The services whose REST mappings the gateway serves. */
 export const REST_SERVICES: readonly DescService[] = [CustomersService, AnalyticsService];
+
+/**
+ * The OpenAPI document the gateway serves at `${basePath}/openapi.json`, without starting it
+ * (the REST client's types are generated from it: services/client).
+ */
+export function restApiDocument(basePath = "/api"): OpenApiDocument {
+  return createOpenApiDocument(buildRoutes(REST_SERVICES), { basePath });
+}
 
 /** The principal of an AuthenticateApiKey answer. */
 export function principalOf(res: AuthenticateApiKeyResponse): Principal {
