@@ -81,6 +81,12 @@ function lingerAfterAnswer(req: IncomingMessage): void {
   setTimeout(cut, LINGER_MS).unref();
 }
 
+/** True when the request announces a body (HTTP/1.1: a non-zero Content-Length or a Transfer-Encoding). */
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers["content-length"];
+  return req.headers["transfer-encoding"] !== undefined || (length !== undefined && length !== "0");
+}
+
 function tooLarge(max: number): HttpError {
   return new HttpError(413, "PAYLOAD_TOO_LARGE", `request body is larger than ${max} bytes`);
 }
@@ -97,8 +103,10 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     for (const [k, v] of Object.entries(BASE_HEADERS)) res.setHeader(k, v);
     for (const [k, v] of headers) res.setHeader(k, v);
     res.setHeader("content-length", Buffer.byteLength(answer.body));
-    // A body still arriving (unread, or refused with 413) ends the connection after the answer, gracefully.
-    const unread = !res.req.complete;
+    // A body still arriving (unread, or refused with 413) ends the connection after the answer,
+    // gracefully. A request without a body has none to wait for, even before node:http marks it
+    // complete (an answer given at once, like /healthz's, comes before that).
+    const unread = !res.req.complete && hasBody(res.req);
     if (unread) lingerAfterAnswer(res.req);
     if (close || draining || unread) res.setHeader("connection", "close");
     res.end(answer.body);

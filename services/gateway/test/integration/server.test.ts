@@ -43,6 +43,27 @@ describe("gateway HTTP server", () => {
     expect((await fetch(`${url}/healthz`, { method: "POST" })).status).toBe(405);
   });
 
+  it("keeps a connection open across requests answered at once (/healthz) and through the pipeline", async () => {
+    const { url } = await start(async () => ({ status: 200, body: "{}" }));
+    const { port } = new URL(url);
+    // Four requests written at once on one socket (pipelined): each answered, none closing it.
+    const socket = connect(Number(port), "127.0.0.1");
+    const got = new Promise<string>((resolve) => {
+      let text = "";
+      socket.on("data", (d: Buffer) => {
+        text += d.toString();
+        if (text.split("HTTP/1.1 200").length === 5) resolve(text);
+      });
+      socket.on("close", () => resolve(text));
+    });
+    const get = (path: string) => `GET ${path} HTTP/1.1\r\nhost: x\r\n\r\n`;
+    socket.write(get("/healthz") + get("/api/customers") + get("/healthz") + get("/healthz"));
+    const text = await got;
+    socket.destroy();
+    expect(text.toLowerCase()).not.toContain("connection: close");
+    expect(text.match(/HTTP\/1\.1 200/g)).toHaveLength(4);
+  });
+
   it("hands paths below the base path to the pipeline, others with an empty path", async () => {
     const { url } = await start(echoBody);
     // fetch would normalize %2e%2e away; node:http sends the path as written.
