@@ -10,7 +10,7 @@
  * and its bare counterpart one after the other (the order alternates by round):
  *
  * - `GET /customers/cohorts` answered from the snapshot cache (X-Cache: HIT; the mesh runs with
- *   CACHE_TTL_SECONDS=3600 so no snapshot expires) vs one Redis GET of the same body;
+ *   route's own TTL of 30 s, so at most one fill a run) vs one Redis GET of the same body;
  * - `GET /customers/:id` vs the same findOne on the same database;
  * - `GET /healthz` vs a server answering about 200 bytes.
  *
@@ -26,7 +26,8 @@
  *
  * With BENCH_PROFILE=1 it instead profiles the mesh (V8's CPU profiler, as node --cpu-prof, but
  * only while the load runs: scripts/cpu-profile-window.ts) under 64 connections of cached reads,
- * then of point reads, and prints the top self-time functions and packages.
+ * point reads and /healthz (BENCH_ONLY=healthz: one of them), and prints the top self-time
+ * functions and packages.
  *
  * Needs wrk (Debian: `apt-get install wrk`) and, for pinning, taskset (util-linux).
  *
@@ -35,7 +36,7 @@
  *   BENCH_PROFILE=1 npm run bench:gateway
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -143,33 +144,40 @@ async function stopChild(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-/** Starts a mesh; with `profileFile`, SIGUSR2 starts and stops a CPU profile written there (scripts/cpu-profile-window.ts). */
-async function startMesh(env: Record<string, string>, profileFile?: string): Promise<Mesh> {
+/**
+ * Starts a mesh; with `profileFile`, SIGUSR2 starts and stops a CPU profile written there
+ * (scripts/cpu-profile-window.ts). Its log goes to `logFile` as it would to a container's log:
+ * written at full cost, read by nothing during the run.
+ */
+async function startMesh(env: Record<string, string>, logFile: string, profileFile?: string): Promise<Mesh> {
   const nodeArgs = ["--import", "tsx", ...(profileFile === undefined ? [] : ["--import", PROFILE_WINDOW]), MAIN];
   const [cmd, args] = pinned(SERVER_CPUS, process.execPath, nodeArgs);
   const [port, grpcPort] = [await freePort(), await freePort()];
+  const log = openSync(logFile, "a");
   const child = spawn(cmd, args, {
     cwd: ROOT,
     env: { ...process.env, PORT: String(port), GRPC_PORT: String(grpcPort), METRICS_PORT: "0", LOG_LEVEL: process.env["BENCH_LOG_LEVEL"] ?? "info", ...(profileFile === undefined ? {} : { BENCH_PROFILE_FILE: profileFile }), ...env },
-    stdio: ["ignore", "ignore", "pipe"],
+    stdio: ["ignore", "ignore", log],
   });
-  // Its warnings and errors stay visible (BENCH_VERBOSE=1: everything it logs).
-  let log = "";
-  child.stderr!.on("data", (d: Buffer) => {
-    log = (log + d.toString()).slice(-20_000);
-    for (const l of d.toString().split("\n")) if (l !== "" && (process.env["BENCH_VERBOSE"] === "1" || !l.includes('"level":"info"'))) process.stderr.write(`mesh: ${l}\n`);
-  });
-  const exited = new Promise<never>((_, reject) => child.once("exit", (code) => reject(new Error(`mesh exited with ${code}: ${log}`))));
+  closeSync(log);
+  const tail = () => readFileSync(logFile, "utf8").slice(-5_000);
+  const exited = new Promise<never>((_, reject) => child.once("exit", (code) => reject(new Error(`mesh exited with ${code}: ${tail()}`))));
   exited.catch(() => undefined);
   const gatewayUrl = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
   for (;;) {
     const up = await Promise.race([fetch(`${gatewayUrl}/healthz`).then((r) => r.ok, () => false), exited]);
     if (up) break;
-    if (Date.now() > deadline) throw new Error(`mesh did not answer /healthz within 60 s: ${log}`);
+    if (Date.now() > deadline) throw new Error(`mesh did not answer /healthz within 60 s: ${tail()}`);
     await new Promise((r) => setTimeout(r, 200));
   }
   return { pid: child.pid!, gatewayUrl, grpcUrl: `http://127.0.0.1:${grpcPort}`, signal: (s) => void child.kill(s), stop: () => stopChild(child) };
+}
+
+/** The warnings and errors a mesh logged (the first few), for the report. */
+function problems(logFile: string): string[] {
+  const lines = existsSync(logFile) ? readFileSync(logFile, "utf8").split("\n") : [];
+  return lines.filter((l) => /"level":"(warn|error)"|"level":(40|50)/.test(l)).slice(0, 5);
 }
 
 async function startBare(env: Record<string, string>): Promise<{ pid: number; urls: Record<"redis" | "find" | "health", string>; stop(): Promise<void> }> {
@@ -310,6 +318,7 @@ async function seed(mesh: Mesh): Promise<{ key: string; customerId: string }> {
 }
 
 interface Target {
+  readonly key: "cached" | "point" | "healthz";
   readonly name: string;
   readonly bareName: string;
   readonly gateway: string;
@@ -325,6 +334,8 @@ async function main(): Promise<void> {
   const config = loadConfig({ ...process.env, DATA_DIR: dataDir });
   const children: Array<{ stop(): Promise<void> }> = [];
   let redis: Redis | undefined;
+  // This process only starts things and reads wrk's output: it stays off the servers' core.
+  if (PINNED) spawnSync("taskset", ["-a", "-p", "-c", LOAD_CPUS, String(process.pid)], { stdio: "ignore" });
   try {
     say(`pinning: ${PINNED ? `wrk on CPU ${LOAD_CPUS}, servers and backends on CPU ${SERVER_CPUS}` : "not possible (one core or no taskset): unpinned"}; load average ${loadavg().map((l) => l.toFixed(2)).join(" ")}`);
     const ferret: EmbeddedServer = await startFerretDb(config.ferretdbBin, join(dataDir, "ferretdb"));
@@ -335,14 +346,17 @@ async function main(): Promise<void> {
     redis = new Redis(redisServer.url);
 
     const prefix = `bench${newId("", 6).slice(1).toLowerCase()}`;
-    const meshEnv = (ttl: number) => ({ MONGODB_URI: ferret.url, REDIS_URL: redisServer.url, MONGODB_DB_PREFIX: prefix, DATA_DIR: dataDir, CACHE_TTL_SECONDS: String(ttl) });
+    // The routes' own TTLs (CACHE_TTL_SECONDS would cache every GET route, point reads included),
+    // except in the expiry run.
+    const meshEnv = (ttl?: number) => ({ MONGODB_URI: ferret.url, REDIS_URL: redisServer.url, MONGODB_DB_PREFIX: prefix, DATA_DIR: dataDir, ...(ttl === undefined ? {} : { CACHE_TTL_SECONDS: String(ttl) }) });
 
     if (PROFILE) {
-      await profile(meshEnv(3600));
+      await profile(meshEnv(), join(dataDir, "mesh.log"));
       return;
     }
 
-    let mesh = await startMesh(meshEnv(3600));
+    const meshLog = join(dataDir, "mesh.log");
+    let mesh = await startMesh(meshEnv(), meshLog);
     children.push(mesh);
     const { key, customerId } = await seed(mesh);
     const auth = [`X-API-Key: ${key}`];
@@ -367,10 +381,13 @@ async function main(): Promise<void> {
     say(`cached body ${Buffer.byteLength(body)} bytes, point-read body ${Buffer.byteLength(pointBody)} bytes`);
 
     const targets: Target[] = [
-      { name: "cached `GET /customers/cohorts` (X-Cache: HIT)", bareName: "Node + one Redis GET", gateway: `${api}/customers/cohorts`, bare: bare.urls.redis, headers: auth, goal: 0.5, goalAt: [16, 64] },
-      { name: "`GET /customers/:id`", bareName: "Node + the same findOne", gateway: `${api}/customers/${customerId}`, bare: bare.urls.find, headers: auth, goal: 0.8 },
-      { name: "`GET /healthz`", bareName: "Node answering ~200 bytes", gateway: `${mesh.gatewayUrl}/healthz`, bare: bare.urls.health, headers: [], goal: 0.9 },
+      { key: "cached", name: "cached `GET /customers/cohorts` (X-Cache: HIT)", bareName: "Node + one Redis GET", gateway: `${api}/customers/cohorts`, bare: bare.urls.redis, headers: auth, goal: 0.5, goalAt: [16, 64] },
+      { key: "point", name: "`GET /customers/:id`", bareName: "Node + the same findOne", gateway: `${api}/customers/${customerId}`, bare: bare.urls.find, headers: auth, goal: 0.8 },
+      { key: "healthz", name: "`GET /healthz`", bareName: "Node answering ~200 bytes", gateway: `${mesh.gatewayUrl}/healthz`, bare: bare.urls.health, headers: [], goal: 0.9 },
     ];
+    // BENCH_ONLY=cached|point|healthz measures one route (while working on it).
+    const only = process.env["BENCH_ONLY"];
+    if (only !== undefined) targets.splice(0, targets.length, ...targets.filter((t) => t.key === only));
     const measured = (serverPid: number): Measured => ({ serverPid, backendPids: [ferret.pid, redisServer.pid], ourPids: () => [mesh.pid, bare.pid, ferret.pid, redisServer.pid], redis: redis! });
 
     for (const t of targets) {
@@ -396,9 +413,9 @@ async function main(): Promise<void> {
 
     // The expiry run: a mesh whose snapshots live EXPIRY_TTL seconds, read at 64 connections.
     await mesh.stop();
-    // Snapshots written by the first mesh live an hour: gone, so this one fills its own.
+    // Snapshots written by the first mesh live 30 s: gone, so this one fills its own.
     for (const k of await redis.keys("snap:*")) await redis.del(k);
-    mesh = await startMesh(meshEnv(EXPIRY_TTL));
+    mesh = await startMesh(meshEnv(EXPIRY_TTL), meshLog);
     children.push(mesh);
     const expiryUrl = `${mesh.gatewayUrl}/api/customers/cohorts`;
     await runWrk(expiryUrl, 16, WARMUP_SECONDS, auth);
@@ -446,6 +463,8 @@ async function main(): Promise<void> {
     });
     lines.push("");
     lines.push(`Load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(" ")}`);
+    const logged = problems(meshLog);
+    if (logged.length > 0) lines.push("", "The mesh logged warnings or errors (first five):", "", ...logged.map((l) => `    ${l}`));
     process.stdout.write(`${lines.join("\n")}\n`);
   } finally {
     redis?.disconnect();
@@ -454,17 +473,20 @@ async function main(): Promise<void> {
   }
 }
 
-/** CPU profiles of the mesh during 64 connections of cached reads, then of point reads (the load only). */
-async function profile(env: Record<string, string>): Promise<void> {
+/** CPU profiles of the mesh during 64 connections of cached reads, point reads and /healthz (the load only; BENCH_ONLY picks). */
+async function profile(env: Record<string, string>, logFile: string): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "linquid-prof-"));
   const file = join(dir, "mesh.cpuprofile");
-  const mesh = await startMesh(env, file);
+  const mesh = await startMesh(env, logFile, file);
   const out: string[] = [];
   try {
     const { key, customerId } = await seed(mesh);
     const headers = [`X-API-Key: ${key}`];
-    for (const what of ["cached", "point"] as const) {
-      const url = what === "cached" ? `${mesh.gatewayUrl}/api/customers/cohorts` : `${mesh.gatewayUrl}/api/customers/${customerId}`;
+    const urls = { cached: `${mesh.gatewayUrl}/api/customers/cohorts`, point: `${mesh.gatewayUrl}/api/customers/${customerId}`, healthz: `${mesh.gatewayUrl}/healthz` };
+    const titles = { cached: "Cached `GET /customers/cohorts`", point: "`GET /customers/:id`", healthz: "`GET /healthz`" };
+    const which = (process.env["BENCH_ONLY"] ?? "cached,point,healthz").split(",") as Array<keyof typeof urls>;
+    for (const what of which) {
+      const url = urls[what];
       await runWrk(url, 16, WARMUP_SECONDS, headers);
       say(`profiling ${what} reads for ${DURATION} s`);
       rmSync(`${file}.done`, { force: true });
@@ -474,7 +496,7 @@ async function profile(env: Record<string, string>): Promise<void> {
       for (let i = 0; i < 100 && !existsSync(`${file}.done`); i++) await new Promise((r) => setTimeout(r, 100));
       const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out1)?.[1] ?? NaN);
       const requests = Number(/(\d+) requests in/.exec(out1)?.[1] ?? NaN);
-      const title = `${what === "cached" ? "Cached `GET /customers/cohorts`" : "`GET /customers/:id`"}, 64 connections, ${DURATION} s, ${fmt(rps)} rps`;
+      const title = `${titles[what]}, 64 connections, ${DURATION} s, ${fmt(rps)} rps`;
       out.push(profileMarkdown(title, summarizeProfile(file, 20), requests), "");
     }
   } finally {
