@@ -21,6 +21,7 @@ import {
   type GetJourneyRequest,
   type GetJourneySummaryRequest,
   type GetLtvCohortsRequest,
+  type GetRebuildProgressRequest,
   type IngestEventsRequest,
   type ListSnapshotInvalidationsRequest,
   type RebuildWorkspaceRequest,
@@ -366,8 +367,18 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
 
   async rebuildWorkspace(req: RebuildWorkspaceRequest) {
     checkWorkspaceId(req.workspaceId);
+    // An unknown workspace is refused (NOT_FOUND), not "rebuilt" to zeros.
+    await this.parts.currencies.of(req.workspaceId);
     const r = await this.parts.rollups.rebuild(req.workspaceId);
     return { customers: BigInt(r.customers), events: BigInt(r.events) };
+  }
+
+  async getRebuildProgress(req: GetRebuildProgressRequest) {
+    checkWorkspaceId(req.workspaceId);
+    const lease = await query(() => this.parts.repo.findRebuildLease(req.workspaceId));
+    if (lease === null || lease.until.getTime() <= this.now() || lease.progress === undefined) return { running: false, phase: "", eventsDone: 0n, eventsTotal: 0n };
+    const p = lease.progress;
+    return { running: true, phase: p.phase, eventsDone: BigInt(p.eventsDone), eventsTotal: BigInt(p.eventsTotal) };
   }
 
   async listSnapshotInvalidations(req: ListSnapshotInvalidationsRequest) {

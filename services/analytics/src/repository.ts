@@ -107,6 +107,14 @@ export interface RebuildLeaseDoc {
   _id: string;
   token: string;
   until: Date;
+  /** How far the rebuild holding the lease has got (GetRebuildProgress). */
+  progress?: RebuildProgress;
+}
+
+export interface RebuildProgress {
+  phase: string;
+  eventsDone: number;
+  eventsTotal: number;
 }
 
 /** A change of a workspace's analytics that cached snapshots do not show (ListSnapshotInvalidations). */
@@ -464,6 +472,21 @@ export class AnalyticsRepository {
   async replaceRebuildLease(ws: string, token: string, next: Omit<RebuildLeaseDoc, "_id">): Promise<boolean> {
     const r = await dbCall("workspace_rebuilds", "replaceOne", (o) => this.rebuilds.replaceOne({ _id: ws, token }, next, o));
     return r.matchedCount > 0;
+  }
+
+  /** Extends the lease held under `token`; false when it changed (taken over). */
+  async renewRebuildLease(ws: string, token: string, until: Date): Promise<boolean> {
+    const r = await dbCall("workspace_rebuilds", "updateOne", (o) => this.rebuilds.updateOne({ _id: ws, token }, { $set: { until } }, o));
+    return r.matchedCount > 0;
+  }
+
+  async setRebuildProgress(ws: string, token: string, progress: RebuildProgress): Promise<void> {
+    await dbCall("workspace_rebuilds", "updateOne", (o) => this.rebuilds.updateOne({ _id: ws, token }, { $set: { progress } }, o));
+  }
+
+  /** How many events a workspace has (a count on the `journey` index). */
+  countWorkspaceEvents(ws: string): Promise<number> {
+    return dbCall("events", "countDocuments", (o) => this.events.countDocuments({ workspaceId: ws }, o));
   }
 
   async deleteRebuildLease(ws: string, token: string): Promise<void> {

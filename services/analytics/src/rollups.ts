@@ -26,6 +26,8 @@ const RECENT_OPS = 32;
 /** How long a fold retries against concurrent writers of the same customers. */
 const CONTENTION_MS = 15_000;
 const CONTENDED = "customer totals keep changing; retry";
+/** How often a rebuild records how far it has got (GetRebuildProgress). */
+const PROGRESS_EVERY_MS = 250;
 
 export function stateOf(doc: TotalsDoc | undefined): TotalsState {
   if (doc === undefined) return emptyTotals();
@@ -185,6 +187,8 @@ export class Rollups {
     const lease = await this.ops.holdRebuild(ws);
     let done = false;
     try {
+      const eventsTotal = await this.repo.countWorkspaceEvents(ws);
+      await lease.report({ phase: "reading customers", eventsDone: 0, eventsTotal });
       const versions = new Map<string, number>();
       const createdAt = new Map<string, Date>();
       for await (const t of this.repo.workspaceTotals(ws)) {
@@ -195,8 +199,13 @@ export class Rollups {
       const opsOf = new Map<string, string[]>();
       const timelineOf = new Map<string, string[]>();
       let events = 0;
+      let reported = Date.now();
       for await (const e of this.repo.workspaceEvents(ws)) {
         events++;
+        if (Date.now() - reported >= PROGRESS_EVERY_MS) {
+          reported = Date.now();
+          await lease.report({ phase: "reading events", eventsDone: events, eventsTotal: Math.max(eventsTotal, events) });
+        }
         if (e.customerId === null) continue;
         byCustomer.set(e.customerId, foldEvents(byCustomer.get(e.customerId) ?? emptyTotals(), [e]));
         const ops = opsOf.get(e.customerId) ?? [];
@@ -207,6 +216,7 @@ export class Rollups {
         timelineOf.set(e.customerId, timeline);
       }
       lease.check();
+      await lease.report({ phase: "writing rollups", eventsDone: events, eventsTotal: Math.max(eventsTotal, events) });
       await this.repo.dropWorkspaceRollups(ws);
       const docs = [...byCustomer].map(([id, s]) => totalsDoc(ws, id, s, (versions.get(id) ?? 0) + 1, [...new Set(opsOf.get(id))]));
       await this.repo.insertTotalsMany(docs);

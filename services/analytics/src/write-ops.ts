@@ -28,7 +28,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { newId, remainingMs } from "@linquid/mesh";
-import type { AnalyticsRepository, OpDoc } from "./repository.js";
+import type { AnalyticsRepository, OpDoc, RebuildProgress } from "./repository.js";
 
 /** The least time a marker is left to its writer before recovery may take it over. */
 export const STALE_MS = 60_000;
@@ -42,6 +42,8 @@ const rebuilding = () => new ConnectError("analytics of this workspace are being
 export interface RebuildLease {
   /** Throws ABORTED when the lease was lost (not renewed in time and taken over). */
   check(): void;
+  /** Records how far the rebuild has got, for GetRebuildProgress (a failure to record is ignored). */
+  report(progress: RebuildProgress): Promise<void>;
   /** The rebuild finished: the lease goes, writes resume. */
   release(): Promise<void>;
   /** The rebuild failed midway: the lease expires now, so the rebuild is due again (recovery.ts). */
@@ -135,16 +137,17 @@ export class WriteOps {
   async holdRebuild(ws: string): Promise<RebuildLease> {
     const token = newId("rb");
     const until = () => new Date(Date.now() + LEASE_MS);
+    const progress: RebuildProgress = { phase: "waiting for writes in flight", eventsDone: 0, eventsTotal: 0 };
     for (let taken = false; !taken; ) {
-      if (await this.repo.insertRebuildLease({ _id: ws, token, until: until() })) break;
+      if (await this.repo.insertRebuildLease({ _id: ws, token, until: until(), progress })) break;
       const cur = await this.repo.findRebuildLease(ws);
       if (cur === null) continue;
       if (cur.until.getTime() > Date.now()) throw new ConnectError("a rebuild of this workspace is already running", Code.Aborted);
-      taken = await this.repo.replaceRebuildLease(ws, cur.token, { token, until: until() });
+      taken = await this.repo.replaceRebuildLease(ws, cur.token, { token, until: until(), progress });
     }
     let lost = false;
     const renewal = setInterval(() => {
-      this.repo.replaceRebuildLease(ws, token, { token, until: until() }).then(
+      this.repo.renewRebuildLease(ws, token, until()).then(
         (held) => (lost ||= !held),
         () => undefined, // the next renewal tries again; the lease outlives two misses
       );
@@ -154,6 +157,7 @@ export class WriteOps {
       check() {
         if (lost) throw new ConnectError("the rebuild lost its lease (renewals failed); run it again", Code.Aborted);
       },
+      report: (p) => this.repo.setRebuildProgress(ws, token, p).catch(() => undefined),
       release: async () => {
         clearInterval(renewal);
         await this.repo.deleteRebuildLease(ws, token);

@@ -8,7 +8,7 @@
  *   workspace create --name <name> --plan <starter|pro|enterprise> [--currency <ISO 4217>] [--rate-limit <per hour>|unlimited]
  *   key create --workspace <id> --scopes <scope,scope,...> [--name <name>] [--test]
  *   key revoke --id <key id>
- *   analytics rebuild --workspace <id>
+ *   analytics rebuild --workspace <id>     (on a terminal: progress on stderr while it runs)
  *
  * Every command also takes [--tls-cert <file> --tls-key <file> --tls-ca <file>].
  *
@@ -52,6 +52,30 @@ function required(values: Record<string, unknown>, name: string): string {
   const v = values[name];
   if (typeof v !== "string" || v.trim() === "") throw new UsageError(`--${name} is required`);
   return v;
+}
+
+/** Polls GetRebuildProgress twice a second and redraws one stderr line; returns what stops it and clears the line. */
+function showProgress(client: Client<typeof AnalyticsService>, workspaceId: string): () => void {
+  const started = Date.now();
+  const count = (n: bigint) => Number(n).toLocaleString("en-US");
+  const draw = (text: string) => process.stderr.write(`\r\x1b[K${text}`);
+  let stopped = false;
+  const timer = setInterval(() => {
+    client.getRebuildProgress({ workspaceId }).then(
+      (p) => {
+        if (stopped || !p.running) return;
+        const seconds = Math.round((Date.now() - started) / 1000);
+        const share = p.eventsTotal > 0n ? ` (${Math.min(100, Math.floor((Number(p.eventsDone) * 100) / Number(p.eventsTotal)))} %)` : "";
+        draw(`rebuilding ${workspaceId}: ${p.phase}, ${count(p.eventsDone)} of ${count(p.eventsTotal)} events${share}, ${seconds} s`);
+      },
+      () => undefined, // the rebuild call itself reports failures
+    );
+  }, 500);
+  return () => {
+    stopped = true;
+    clearInterval(timer);
+    draw("");
+  };
 }
 
 async function run(argv: string[]): Promise<unknown> {
@@ -100,9 +124,16 @@ async function run(argv: string[]): Promise<unknown> {
   }
   if (noun === "analytics" && verb === "rebuild") {
     const v = parse({ workspace: { type: "string" } });
+    const workspaceId = required(v, "workspace");
     const client = clientOf(AnalyticsService, "ANALYTICS");
-    const res = await client.rebuildWorkspace({ workspaceId: required(v, "workspace") }, { timeoutMs: 30 * 60_000 });
-    return { workspaceId: required(v, "workspace"), customers: Number(res.customers), events: Number(res.events) };
+    // On a terminal, the rebuild's progress on one line of stderr while it runs (stdout keeps its one JSON object).
+    const stopProgress = process.stderr.isTTY ? showProgress(client, workspaceId) : () => undefined;
+    try {
+      const res = await client.rebuildWorkspace({ workspaceId }, { timeoutMs: 30 * 60_000 });
+      return { workspaceId, customers: Number(res.customers), events: Number(res.events) };
+    } finally {
+      stopProgress();
+    }
   }
   if (noun === "help" || noun === "--help") {
     process.stdout.write(`${usage}\n`);

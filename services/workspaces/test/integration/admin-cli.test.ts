@@ -3,9 +3,9 @@
  */
 import { spawn } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { WorkspacesService } from "@linquid/contracts";
+import { AnalyticsService, WorkspacesService } from "@linquid/contracts";
 import { freePort } from "@linquid/mesh";
-import { startTestMesh, type TestMesh } from "@linquid/mesh/testing";
+import { pluginDatabase, startTestMesh, type TestMesh } from "@linquid/mesh/testing";
 
 function admin(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -85,5 +85,51 @@ describe("admin CLI", () => {
     expect(out.stdout).toBe("");
     expect(out.stderr.trim().split("\n")).toHaveLength(1);
     expect(out.stderr).toMatch(message);
+  });
+});
+
+describe("admin analytics rebuild", () => {
+  let mesh: TestMesh;
+  let env: Record<string, string>;
+  beforeAll(async () => {
+    mesh = await startTestMesh({ MESH_PLUGINS: "workspaces,customers,analytics" });
+    env = { WORKSPACES_ADDR: mesh.host.grpcUrl!, ANALYTICS_ADDR: mesh.host.grpcUrl! };
+  });
+  afterAll(async () => {
+    await mesh?.stop();
+  });
+
+  it("refuses an unknown workspace instead of reporting zeros", async () => {
+    const res = await admin(["analytics", "rebuild", "--workspace", "ws_nobody"], env);
+    expect(res.code).toBe(1);
+    expect(res.stdout).toBe("");
+    expect(res.stderr).toBe("admin: workspace not found\n");
+  });
+
+  it("rebuilds a workspace, drawing its progress on a terminal while it runs", async () => {
+    const { id: ws } = await mesh.workspace({ currency: "USD" });
+    await mesh.host.client(AnalyticsService).trackBatch({
+      workspaceId: ws,
+      events: Array.from({ length: 30 }, (_, i) => ({ event: { case: "lead" as const, value: { workspaceId: ws, externalId: `u${i % 10}`, eventId: `l${i}` } } })) as never,
+    });
+    // A write in flight holds the rebuild in its first phase until it is gone.
+    const { db, close } = await pluginDatabase(mesh, "analytics");
+    const op = { _id: `op_held_${ws}`, workspaceId: ws, kind: "register", eventIds: [], startedAt: new Date(), due: new Date(Date.now() + 60_000) };
+    await db.collection("write_ops").insertOne(op as never);
+    // `script` gives the CLI a terminal, as an operator's shell would.
+    const command = ["node", "--import", "tsx", "services/workspaces/src/cli/admin.ts", "analytics", "rebuild", "--workspace", ws].join(" ");
+    const child = spawn("script", ["-qfec", command, "/dev/null"], { env: { PATH: process.env["PATH"] ?? "", ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let seen = "";
+    child.stdout.on("data", (d: Buffer) => (seen += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+    while (!seen.includes("waiting for writes in flight") && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+    expect(seen).toContain(`rebuilding ${ws}: waiting for writes in flight, 0 of 0 events`);
+    await db.collection("write_ops").deleteOne({ _id: op._id as never });
+    await close();
+    expect(await exited).toBe(0);
+    // The terminal shows the progress line cleared, then the JSON answer.
+    const answer = seen.slice(seen.lastIndexOf("\x1b[K") + 3).trim();
+    expect(JSON.parse(answer)).toEqual({ workspaceId: ws, customers: 10, events: 30 });
+    expect((await mesh.host.client(AnalyticsService).getRebuildProgress({ workspaceId: ws })).running).toBe(false);
   });
 });
