@@ -1,7 +1,8 @@
 // Renders every kustomize target under deploy/ and checks what the manifests promise:
-// hardened pods, probes, resources, a grace period that covers the drain, Services that
-// select a pod with the named port, env names config.ts knows, and the addresses each
-// layout's calls need. Needs `kubectl` (or `kustomize`) on PATH; installs nothing.
+// hardened pods, probes, resources, a grace period that covers the drain, the metrics port
+// announced to Prometheus, Services that select a pod with the named port, env names config.ts
+// knows, and the addresses each layout's calls need. Needs `kubectl` (or `kustomize`) on PATH;
+// installs nothing.
 //   node deploy/check.mjs
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -136,6 +137,14 @@ function check(name, yamlText) {
         if (pr.httpGet !== undefined && (!running.includes("gateway") || pr.httpGet.path !== "/healthz")) fail(`${id}: httpGet probe needs the gateway's /healthz`);
       }
       if (probePorts.some((p) => typeof p === "string" && !(c.ports ?? []).some((cp) => cp.name === p))) fail(`${id}: probe names a port the container lacks`);
+
+      // Metrics: the port METRICS_PORT names, exposed and announced to Prometheus' pod discovery.
+      if (env.METRICS_PORT !== "off") {
+        const metricsPort = Number(env.METRICS_PORT ?? 9464);
+        if (!(c.ports ?? []).some((cp) => cp.name === "metrics" && cp.containerPort === metricsPort)) fail(`${id}: no container port "metrics" on METRICS_PORT ${metricsPort}`);
+        const ann = dep.spec.template.metadata.annotations ?? {};
+        if (ann["prometheus.io/scrape"] !== "true" || ann["prometheus.io/port"] !== String(metricsPort)) fail(`${id}: prometheus.io/scrape and prometheus.io/port ${metricsPort} annotations`);
+      }
 
       // SIGTERM comes after preStop; the process is gone SHUTDOWN_TIMEOUT_MS + margin later.
       const preStopMs = Number(c.lifecycle?.preStop?.exec?.command?.[0] === "sleep" ? c.lifecycle.preStop.exec.command[1] : 0) * 1000;
