@@ -169,8 +169,11 @@ function createChecker(document: Json): ContractChecker {
   };
 }
 
-/** One checker per document text, for the whole process. */
-const checkers = new Map<string, ContractChecker>();
+/**
+ * One checker per document text, for the whole process: kept on globalThis, which outlives the
+ * module registry vitest renews for each test file, so a worker reuses what it compiled.
+ */
+const checkers: Map<string, ContractChecker> = ((globalThis as Record<symbol, unknown>)[Symbol.for("linquid.contract-checkers")] ??= new Map()) as Map<string, ContractChecker>;
 
 /** The checker of the document the gateway at `api` (its base URL) serves. */
 export async function contractOf(api: string): Promise<ContractChecker> {
