@@ -60,27 +60,25 @@ export function watchDatabase(uri: string, options: DatabaseWatchOptions = {}): 
 
   let down = false;
   let since = Date.now();
-  // Rejected while down; a fresh pending one while up. Never left unhandled.
-  let reject!: (err: Error) => void;
-  let downSignal: Promise<never>;
-  const armSignal = () => {
-    downSignal = new Promise<never>((_, r) => (reject = r));
-    downSignal.catch(() => undefined);
-  };
-  armSignal();
+  let downError: Error = unavailable("database");
+  // The guarded calls in flight, failed at once when the database is found down. (Not a race
+  // against one long-pending promise: each race would leave a reaction on it for as long as the
+  // database stays up, a leak of one closure and its result per call.)
+  const inFlight = new Set<(err: Error) => void>();
 
   const markDown = (why: string) => {
     if (down || stopped) return;
     down = true;
     since = Date.now();
     logger?.warn("database not answering; answering Unavailable until it does", { reason: why });
-    reject(unavailable("database", new Error(why)));
+    downError = unavailable("database", new Error(why));
+    for (const fail of inFlight) fail(downError);
+    inFlight.clear();
   };
   const markUp = () => {
     if (!down) return;
     down = false;
     logger?.info("database answering again", { downMs: Date.now() - since });
-    armSignal();
   };
 
   let stopped = false;
@@ -117,8 +115,14 @@ export function watchDatabase(uri: string, options: DatabaseWatchOptions = {}): 
       return down;
     },
     guard(fn) {
-      if (down) return downSignal;
-      return Promise.race([Promise.resolve().then(fn), downSignal]);
+      if (down) return Promise.reject(downError);
+      return new Promise((resolve, reject) => {
+        inFlight.add(reject);
+        Promise.resolve()
+          .then(fn)
+          .then(resolve, reject)
+          .finally(() => inFlight.delete(reject));
+      });
     },
     async stop() {
       stopped = true;
