@@ -13,7 +13,10 @@ export interface paths {
         };
         /**
          * List customers
-         * @description RPC: `linquid.customers.v1.CustomersService/ListCustomers`.
+         * @description Lists live customers, newest first by default: by page (`page`), or by
+         *     cursor (`cursor`, from the previous answer's next_cursor), with filters.
+         *
+         *     RPC: `linquid.customers.v1.CustomersService/ListCustomers`.
          *
          *     Scope: `links:read`.
          *
@@ -23,7 +26,10 @@ export interface paths {
         put?: never;
         /**
          * Create customer
-         * @description RPC: `linquid.customers.v1.CustomersService/CreateCustomer`.
+         * @description Creates a customer, or updates the given fields of the live customer with
+         *     that external id. Concurrent calls for one external id end in one customer.
+         *
+         *     RPC: `linquid.customers.v1.CustomersService/CreateCustomer`.
          *
          *     Scope: `links:create` (or `links:write`).
          *
@@ -49,7 +55,9 @@ export interface paths {
         };
         /**
          * Count customers
-         * @description RPC: `linquid.customers.v1.CustomersService/CountCustomers`.
+         * @description Counts live customers matching the filters (all of them without any).
+         *
+         *     RPC: `linquid.customers.v1.CustomersService/CountCustomers`.
          *
          *     Scope: `links:read`.
          *
@@ -73,7 +81,12 @@ export interface paths {
         };
         /**
          * Export customers
-         * @description Streams its answer (NDJSON or CSV, see the 200 answer); one request against the budget, never cached.
+         * @description Streams every live customer matching the filters, oldest first (creation
+         *     time, then id), in batches read one at a time as the caller takes them: a
+         *     slow caller slows the walk down, a caller that goes away stops it. A
+         *     customer whose delete was acknowledged before its batch is read is not in it.
+         *
+         *     Streams its answer (NDJSON or CSV, see the 200 answer); one request against the budget, never cached.
          *
          *     RPC: `linquid.customers.v1.CustomersService/ExportCustomers`.
          *
@@ -99,7 +112,9 @@ export interface paths {
         };
         /**
          * Get customer
-         * @description RPC: `linquid.customers.v1.CustomersService/GetCustomer`.
+         * @description Fetches one live customer.
+         *
+         *     RPC: `linquid.customers.v1.CustomersService/GetCustomer`.
          *
          *     Scope: `links:read`.
          *
@@ -110,7 +125,10 @@ export interface paths {
         post?: never;
         /**
          * Delete customer
-         * @description RPC: `linquid.customers.v1.CustomersService/DeleteCustomer`.
+         * @description Soft-deletes a customer: it leaves listings and lookups, its PII is
+         *     scrubbed here and in every service holding a copy, its external id is free.
+         *
+         *     RPC: `linquid.customers.v1.CustomersService/DeleteCustomer`.
          *
          *     Scope: `links:delete` (or `links:write`).
          *
@@ -123,7 +141,10 @@ export interface paths {
         head?: never;
         /**
          * Update customer
-         * @description RPC: `linquid.customers.v1.CustomersService/UpdateCustomer`.
+         * @description Updates the fields named in update_mask. ALREADY_EXISTS when the new
+         *     external id belongs to another live customer.
+         *
+         *     RPC: `linquid.customers.v1.CustomersService/UpdateCustomer`.
          *
          *     Scope: `links:update` (or `links:write`).
          *
@@ -147,7 +168,9 @@ export interface paths {
         put?: never;
         /**
          * Track click
-         * @description RPC: `linquid.analytics.v1.AnalyticsService/TrackClick`.
+         * @description Records a click. Idempotent by click_id.
+         *
+         *     RPC: `linquid.analytics.v1.AnalyticsService/TrackClick`.
          *
          *     Scope: `events:write`.
          *
@@ -175,7 +198,9 @@ export interface paths {
         put?: never;
         /**
          * Track lead
-         * @description RPC: `linquid.analytics.v1.AnalyticsService/TrackLead`.
+         * @description Records a lead and creates or stitches its customer. Idempotent by event_id.
+         *
+         *     RPC: `linquid.analytics.v1.AnalyticsService/TrackLead`.
          *
          *     Scope: `events:write`.
          *
@@ -203,7 +228,9 @@ export interface paths {
         put?: never;
         /**
          * Track sale
-         * @description RPC: `linquid.analytics.v1.AnalyticsService/TrackSale`.
+         * @description Records a sale. Idempotent by invoice_id.
+         *
+         *     RPC: `linquid.analytics.v1.AnalyticsService/TrackSale`.
          *
          *     Scope: `events:write`.
          *
@@ -231,7 +258,9 @@ export interface paths {
         put?: never;
         /**
          * Track event
-         * @description RPC: `linquid.analytics.v1.AnalyticsService/TrackEvent`.
+         * @description Records a custom lifecycle event. Idempotent by event_id.
+         *
+         *     RPC: `linquid.analytics.v1.AnalyticsService/TrackEvent`.
          *
          *     Scope: `events:write`.
          *
@@ -259,7 +288,13 @@ export interface paths {
         put?: never;
         /**
          * Ingest events
-         * @description RPC: `linquid.analytics.v1.AnalyticsService/IngestEvents`.
+         * @description Records 1 to 1,000 events of any type in one call (REST clients' batch):
+         *     each item is the JSON body of its single route plus its "type", and gets
+         *     that route's answer or its own error, in order. An item refused never
+         *     stops the others; idempotency keys work per item, also when one batch
+         *     carries the same key twice.
+         *
+         *     RPC: `linquid.analytics.v1.AnalyticsService/IngestEvents`.
          *
          *     Scope: `events:write`.
          *
@@ -285,7 +320,9 @@ export interface paths {
         };
         /**
          * Get cohorts
-         * @description RPC: `linquid.analytics.v1.AnalyticsService/GetCohorts`.
+         * @description Customers grouped by first-touch week, month, campaign or source.
+         *
+         *     RPC: `linquid.analytics.v1.AnalyticsService/GetCohorts`.
          *
          *     Scope: `links:read`.
          *
@@ -311,7 +348,9 @@ export interface paths {
         };
         /**
          * Get ltv cohorts
-         * @description RPC: `linquid.analytics.v1.AnalyticsService/GetLtvCohorts`.
+         * @description Revenue per first-touch month over the months since.
+         *
+         *     RPC: `linquid.analytics.v1.AnalyticsService/GetLtvCohorts`.
          *
          *     Scope: `analytics:read`.
          *
@@ -339,7 +378,9 @@ export interface paths {
         put?: never;
         /**
          * Recalculate ltv
-         * @description RPC: `linquid.analytics.v1.AnalyticsService/RecalculateLtv`.
+         * @description Rebuilds one customer's totals and every rollup it feeds from its raw events.
+         *
+         *     RPC: `linquid.analytics.v1.AnalyticsService/RecalculateLtv`.
          *
          *     Scope: `links:create` (or `links:write`).
          *
@@ -365,7 +406,11 @@ export interface paths {
         };
         /**
          * Get journey
-         * @description RPC: `linquid.analytics.v1.AnalyticsService/GetJourney`.
+         * @description A customer's touchpoints, oldest first.
+         *
+         *     With `summary=true`: A customer's journey in one summary object.
+         *
+         *     RPC: `linquid.analytics.v1.AnalyticsService/GetJourney`.
          *
          *     With `summary=true`: `linquid.analytics.v1.AnalyticsService/GetJourneySummary`.
          *
@@ -393,7 +438,9 @@ export interface paths {
         };
         /**
          * Get attribution
-         * @description RPC: `linquid.analytics.v1.AnalyticsService/GetAttribution`.
+         * @description A customer's first and last touch and the links, campaigns and sources that touched it.
+         *
+         *     RPC: `linquid.analytics.v1.AnalyticsService/GetAttribution`.
          *
          *     Scope: `links:read`.
          *
@@ -402,6 +449,35 @@ export interface paths {
          *     Cached: a snapshot of the answer is served for up to 30 s (`X-Cache`); any write that changes it makes the next read fresh.
          */
         get: operations["getAttribution"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/analytics/attribution": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get workspace attribution
+         * @description The workspace's revenue credited to its links, campaigns or sources under a
+         *     model, by sale time; read from rollups kept at write time.
+         *
+         *     RPC: `linquid.analytics.v1.AnalyticsService/GetWorkspaceAttribution`.
+         *
+         *     Scope: `analytics:read`.
+         *
+         *     Plan: the workspace needs `revenue-tracking` (pro and enterprise); 403 FEATURE_NOT_AVAILABLE otherwise.
+         *
+         *     Cached: a snapshot of the answer is served for up to 30 s (`X-Cache`); any write that changes it makes the next read fresh.
+         */
+        get: operations["getWorkspaceAttribution"];
         put?: never;
         post?: never;
         delete?: never;
@@ -479,25 +555,44 @@ export interface components {
             field: string;
             issue: string;
         };
+        /** @description Attribution is a customer's attribution record. */
         Attribution: {
             firstTouch: components["schemas"]["Touch"] | null;
             lastTouch: components["schemas"]["Touch"] | null;
             links: components["schemas"]["TouchCount"][];
             campaigns: components["schemas"]["TouchCount"][];
             sources: components["schemas"]["TouchCount"][];
+            /** @description The model asked for; null without one. */
             model: string | null;
+            /**
+             * @description The customer's revenue credited to its clicks under `model`, one entry per
+             *     (link, campaign, source) it clicked, in the order of its first click there;
+             *     weights sum to 1 and revenue sums exactly to the customer's revenue. Empty
+             *     without a model or without clicks.
+             */
             credits: components["schemas"]["AttributionCredit"][];
         };
+        /** @description AttributionCredit is what one (link, campaign, source) of a customer's clicks earned. */
         AttributionCredit: {
             linkId: string | null;
             campaignId: string | null;
             source: string | null;
-            /** Format: double */
+            /**
+             * Format: double
+             * @description Share of the customer's credit, 0..1: revenue-weighted over its sales (by
+             *     sale count when they sum to 0; as if a sale followed its last click when it
+             *     has none).
+             */
             weight: number;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description Minor units; each sale's amount is split in integers that sum to it.
+             */
             revenue: number;
         };
+        /** @description Cohort is one group of customers by first touch. */
         Cohort: {
+            /** @description Week "2026-W14", month "2026-04", campaign id or source; null when the customers have none. */
             cohort: string | null;
             /** Format: int64 */
             customers: number;
@@ -507,34 +602,48 @@ export interface components {
             sales: number;
             /** Format: int64 */
             revenue: number;
-            /** Format: double */
+            /**
+             * Format: double
+             * @description Share of the cohort's customers with at least one sale, 0..1.
+             */
             conversionRate: number;
         };
         CountCustomersResponse: {
             /** Format: int64 */
             count: number;
         };
+        /** @description Customer is a workspace's record of one person or account. */
         Customer: {
+            /** @description "cus_" + random. */
             id: string;
+            /** @description The caller's stable identity for the customer, unique among live customers. */
             externalId: string;
             email: string | null;
             name: string | null;
             avatar: string | null;
+            /** @description ISO 3166-1 alpha-2. */
             country: string | null;
+            /** @description Click that brought the customer, for attribution. */
             clickId: string | null;
+            /** @description Flat JSON object: at most 50 keys and 16 KiB; values are strings, numbers, booleans or null. */
             metadata: Record<string, never> | null;
             /** Format: date-time */
             createdAt: string | null;
             /** Format: date-time */
             updatedAt: string | null;
+            /** @description Totals kept by the analytics service. */
             stats: components["schemas"]["CustomerStats"] | null;
         };
+        /** @description CustomerStats are a customer's revenue totals. */
         CustomerStats: {
             /** Format: int64 */
             leads: number;
             /** Format: int64 */
             sales: number;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description Minor units of `currency`.
+             */
             revenue: number;
             currency: string | null;
             /** Format: date-time */
@@ -546,24 +655,41 @@ export interface components {
             id: string;
             deleted: boolean;
         };
+        /** @description IngestError says why one item was refused, as the single route would have. */
         IngestError: {
+            /**
+             * @description The REST error code: VALIDATION_ERROR (a field is missing or wrong, or a
+             *     sale's currency is not the workspace's). Failures that are not the item's
+             *     own (a service or the database unavailable) fail the whole call instead.
+             */
             code: string;
             message: string;
+            /** @description The offending fields of the item. */
             details: components["schemas"]["IngestIssue"][];
         };
         IngestEventsResponse: {
+            /** @description One per item, in the items' order. */
             results: components["schemas"]["IngestResult"][];
         };
+        /** @description IngestIssue is one offending field of a refused item. */
         IngestIssue: {
+            /** @description The field's JSON name, e.g. "amount". */
             field: string;
             issue: string;
         };
+        /**
+         * @description IngestResult is the outcome of one item: the answer of its single route
+         *     (`event_id`, `customer_id`, `duplicate`), or `error` when it was refused.
+         */
         IngestResult: {
             eventId: string | null;
+            /** @description Null for clicks and refused items. */
             customerId: string | null;
+            /** @description True when the idempotency key had been seen (before, or earlier in this batch). */
             duplicate: boolean | null;
             error: components["schemas"]["IngestError"] | null;
         };
+        /** @description JourneySummary condenses a journey. */
         JourneySummary: {
             /** Format: date-time */
             firstSeenAt: string | null;
@@ -580,44 +706,86 @@ export interface components {
             /** Format: int64 */
             revenue: number;
             currency: string | null;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description Seconds from first touch to first sale; null without a sale.
+             */
             timeToFirstSaleSeconds: number | null;
         };
+        /** @description CursorPagination describes one page of a list by cursor. */
         "ListCustomersResponse.CursorPagination": {
-            /** Format: int32 */
+            /**
+             * Format: int32
+             * @description Page size asked for.
+             */
             limit: number;
+            /** @description Whether customers follow this page. */
             hasMore: boolean;
+            /** @description Cursor of the customers after this page; unset on the last page. */
             nextCursor: string | null;
         };
+        /** @description PagePagination describes one page of a list by page number. */
         "ListCustomersResponse.PagePagination": {
-            /** Format: int32 */
+            /**
+             * Format: int32
+             * @description 1-based page number.
+             */
             page: number;
-            /** Format: int32 */
+            /**
+             * Format: int32
+             * @description Page size asked for.
+             */
             limit: number;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description Customers across all pages.
+             */
             total: number;
-            /** Format: int32 */
+            /**
+             * Format: int32
+             * @description ceil(total / limit).
+             */
             totalPages: number;
+            /** @description Whether a later page holds customers. */
             hasMore: boolean;
+            /** @description Cursor of the customers after this page; unset on the last page. */
             nextCursor: string | null;
         };
+        /** @description LtvCohort is the revenue of one first-touch month's customers, month by month. */
         LtvCohort: {
+            /** @description "2026-04". */
             cohort: string;
             /** Format: int64 */
             customers: number;
+            /** @description Index i: revenue in the i-th month since the cohort month, by sale time. */
             revenue: number[];
             cumulativeRevenue: number[];
+            /** @description cumulative_revenue[i] / customers (0 when the cohort has no customers). */
             ltv: number[];
         };
+        /** @description Pagination describes one page of a list answer. */
         Pagination: {
-            /** Format: int32 */
+            /**
+             * Format: int32
+             * @description 1-based page number.
+             */
             page: number;
-            /** Format: int32 */
+            /**
+             * Format: int32
+             * @description Page size asked for.
+             */
             limit: number;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description Items across all pages.
+             */
             total: number;
-            /** Format: int32 */
+            /**
+             * Format: int32
+             * @description ceil(total / limit).
+             */
             totalPages: number;
+            /** @description Whether a later page holds items. */
             hasMore: boolean;
         };
         RecalculateLtvResponse: {
@@ -625,6 +793,7 @@ export interface components {
             before: components["schemas"]["Totals"] | null;
             after: components["schemas"]["Totals"] | null;
         };
+        /** @description Totals are one customer's counters. */
         Totals: {
             /** Format: int64 */
             leads: number;
@@ -633,6 +802,7 @@ export interface components {
             /** Format: int64 */
             revenue: number;
         };
+        /** @description Touch is a first or last touch. */
         Touch: {
             type: string;
             /** Format: date-time */
@@ -642,6 +812,7 @@ export interface components {
             campaignId: string | null;
             source: string | null;
         };
+        /** @description TouchCount is how often one link, campaign or source touched a customer. */
         TouchCount: {
             id: string;
             /** Format: int64 */
@@ -651,7 +822,9 @@ export interface components {
             /** Format: date-time */
             lastAt: string | null;
         };
+        /** @description Touchpoint is one step of a customer's journey. */
         Touchpoint: {
+            /** @description "click", "lead", "sale" or "custom". */
             type: string;
             /** Format: date-time */
             timestamp: string | null;
@@ -666,23 +839,52 @@ export interface components {
         };
         TrackClickResponse: {
             eventId: string;
+            /** @description The customer the event was stitched to. Clicks have no customer: customer_id is unset. */
             customerId: string | null;
+            /** @description True when the idempotency key had been seen: the event was counted once, before. */
             duplicate: boolean;
         };
         TrackEventResponse: {
             eventId: string;
+            /** @description The customer the event was stitched to. */
             customerId: string | null;
+            /** @description True when the idempotency key had been seen: the event was counted once, before. */
             duplicate: boolean;
         };
         TrackLeadResponse: {
             eventId: string;
+            /** @description The customer the event was stitched to. */
             customerId: string | null;
+            /** @description True when the idempotency key had been seen: the event was counted once, before. */
             duplicate: boolean;
         };
         TrackSaleResponse: {
             eventId: string;
+            /** @description The customer the event was stitched to. */
             customerId: string | null;
+            /** @description True when the idempotency key had been seen: the event was counted once, before. */
             duplicate: boolean;
+        };
+        /** @description WorkspaceAttributionRow is what one link, campaign or source was credited. */
+        WorkspaceAttributionRow: {
+            /** @description Link id, campaign id or source; null for clicks without one. */
+            key: string | null;
+            /**
+             * Format: int64
+             * @description Minor units credited under the model; over all rows it sums exactly to the
+             *     revenue of the period's sales by customers with clicks.
+             */
+            revenue: number;
+            /**
+             * Format: int64
+             * @description Sales of the period that gave it any credit (a weight above 0).
+             */
+            sales: number;
+            /**
+             * Format: int64
+             * @description Distinct customers with such a sale in the period.
+             */
+            customers: number;
         };
     };
     responses: never;
@@ -701,15 +903,31 @@ export interface operations {
     listCustomers: {
         parameters: {
             query?: {
+                /** @description >= 1; default 1. Not allowed with `cursor`. */
                 page?: number;
+                /** @description 1..100; default 20. */
                 limit?: number;
+                /** @description "asc" or "desc" by creation time, ties by id; default "desc". */
                 sortOrder?: string;
+                /** @description Case-insensitive literal substring of external id, email or name. */
                 search?: string;
+                /**
+                 * @description Opaque: the next_cursor of the previous answer, made for this workspace,
+                 *     sort order and filters; the list goes on after that answer's last customer.
+                 */
                 cursor?: string;
+                /** @description Only customers created strictly after this ISO 8601 date-time. */
                 createdAfter?: string;
+                /** @description Only customers created strictly before this ISO 8601 date-time. */
                 createdBefore?: string;
+                /** @description Only customers of this ISO 3166-1 alpha-2 country (either case). */
                 country?: string;
-                /** @description Given as `metadata[<key>]=<value>`, each key once. */
+                /**
+                 * @description Only customers whose metadata has each of these keys with exactly this
+                 *     value (a string, or a number, boolean or null as written in JSON); at most 5.
+                 *
+                 *     Given as `metadata[<key>]=<value>`, each key once.
+                 */
                 metadata?: {
                     [key: string]: string;
                 };
@@ -1325,6 +1543,7 @@ export interface operations {
     countCustomers: {
         parameters: {
             query?: {
+                /** @description As in ListCustomersRequest. */
                 search?: string;
                 createdAfter?: string;
                 createdBefore?: string;
@@ -1583,6 +1802,7 @@ export interface operations {
     exportCustomers: {
         parameters: {
             query?: {
+                /** @description The filters of ListCustomersRequest. */
                 search?: string;
                 createdAfter?: string;
                 createdBefore?: string;
@@ -1591,6 +1811,7 @@ export interface operations {
                 metadata?: {
                     [key: string]: string;
                 };
+                /** @description How the gateway writes the records: "ndjson" (default) or "csv". */
                 format?: "ndjson" | "csv";
             };
             header?: {
@@ -2785,7 +3006,10 @@ export interface operations {
                     linkId?: string;
                     campaignId?: string;
                     source?: string;
-                    /** Format: date-time */
+                    /**
+                     * Format: date-time
+                     * @description Event time; defaults to now. May lie in the past (backfill).
+                     */
                     timestamp?: string;
                     country?: string;
                     device?: string;
@@ -3125,7 +3349,9 @@ export interface operations {
                     clickId?: string;
                     email?: string;
                     name?: string;
+                    /** @description Default "lead". */
                     eventName?: string;
+                    /** @description Idempotency key. */
                     eventId?: string;
                     /** Format: date-time */
                     timestamp?: string;
@@ -3462,10 +3688,16 @@ export interface operations {
             content: {
                 "application/json": {
                     externalId?: string;
-                    /** Format: int64 */
+                    /**
+                     * Format: int64
+                     * @description Minor units, >= 0.
+                     */
                     amount?: number;
+                    /** @description ISO 4217; must be the workspace's reporting currency. */
                     currency?: string;
+                    /** @description Idempotency key. */
                     invoiceId?: string;
+                    /** @description Default "purchase". */
                     eventName?: string;
                     clickId?: string;
                     /** Format: date-time */
@@ -3803,6 +4035,7 @@ export interface operations {
                 "application/json": {
                     externalId?: string;
                     eventName?: string;
+                    /** @description Idempotency key. */
                     eventId?: string;
                     clickId?: string;
                     /** Format: date-time */
@@ -4139,6 +4372,12 @@ export interface operations {
         requestBody?: {
             content: {
                 "application/json": {
+                    /**
+                     * @description 1 to 1,000 items, each an object {"type": "click" | "lead" | "sale" |
+                     *     "event", ...the body fields of POST /track/<type>}. Items are checked one
+                     *     by one: an item that is not such an object, names an unknown field or has
+                     *     a bad value gets its error in `results`.
+                     */
                     events?: unknown[];
                 };
             };
@@ -4458,8 +4697,11 @@ export interface operations {
     getCohorts: {
         parameters: {
             query?: {
+                /** @description "week" (default), "month", "campaign" or "source". */
                 group_by?: string;
+                /** @description ISO date or date-time; filters first touch, inclusive. */
                 start?: string;
+                /** @description ISO date or date-time; filters first touch, inclusive (a date means the whole day). */
                 end?: string;
             };
             header?: {
@@ -4713,6 +4955,7 @@ export interface operations {
     getLtvCohorts: {
         parameters: {
             query?: {
+                /** @description 1..24; default 12. */
                 months?: number;
             };
             header?: {
@@ -5325,9 +5568,15 @@ export interface operations {
             query?: {
                 start?: string;
                 end?: string;
+                /** @description >= 1; default 1. */
                 page?: number;
+                /** @description 1..1000; default 100. */
                 limit?: number;
-                /** @description `summary=true` answers GetJourneySummary instead (see the 200 answer). */
+                /**
+                 * @description Answered by GetJourneySummary when true.
+                 *
+                 *     `summary=true` answers GetJourneySummary instead (see the 200 answer).
+                 */
                 summary?: boolean;
             };
             header?: {
@@ -5616,7 +5865,15 @@ export interface operations {
     getAttribution: {
         parameters: {
             query?: {
+                /**
+                 * @description "first_touch", "last_touch", "linear", "position_based" (40 % first, 40 %
+                 *     last, 20 % spread over the middle) or "time_decay"; unset = no credits.
+                 */
                 model?: string;
+                /**
+                 * @description time_decay only: a click's weight halves every this many days before each
+                 *     sale; default 7, > 0 and <= 3650.
+                 */
                 halfLifeDays?: number;
             };
             header?: {
@@ -5749,6 +6006,272 @@ export interface operations {
                         error: {
                             /** @enum {string} */
                             code: "NOT_FOUND";
+                            /** @description For people; client errors keep the service's words, server errors a fixed text. */
+                            message: string;
+                            details?: components["schemas"]["FieldIssue"][];
+                        };
+                    };
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: a request body over the limit (1 MiB by default) */
+            413: {
+                headers: {
+                    /** @description The caller's X-Request-Id when it sent a sane one (1–128 printable ASCII, no spaces), else a new UUID. On every answer. */
+                    "X-Request-Id": string;
+                    /** @description The workspace's request budget per hour, or `unlimited`. */
+                    "X-RateLimit-Limit"?: number | "unlimited";
+                    /** @description Whole requests left in the budget, or `unlimited`. */
+                    "X-RateLimit-Remaining"?: number | "unlimited";
+                    /** @description Unix seconds when the budget is full again. */
+                    "X-RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @constant */
+                        success: false;
+                        error: {
+                            /** @enum {string} */
+                            code: "PAYLOAD_TOO_LARGE";
+                            /** @description For people; client errors keep the service's words, server errors a fixed text. */
+                            message: string;
+                            details?: components["schemas"]["FieldIssue"][];
+                        };
+                    };
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a non-empty request body that is not application/json */
+            415: {
+                headers: {
+                    /** @description The caller's X-Request-Id when it sent a sane one (1–128 printable ASCII, no spaces), else a new UUID. On every answer. */
+                    "X-Request-Id": string;
+                    /** @description The workspace's request budget per hour, or `unlimited`. */
+                    "X-RateLimit-Limit"?: number | "unlimited";
+                    /** @description Whole requests left in the budget, or `unlimited`. */
+                    "X-RateLimit-Remaining"?: number | "unlimited";
+                    /** @description Unix seconds when the budget is full again. */
+                    "X-RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @constant */
+                        success: false;
+                        error: {
+                            /** @enum {string} */
+                            code: "UNSUPPORTED_MEDIA_TYPE";
+                            /** @description For people; client errors keep the service's words, server errors a fixed text. */
+                            message: string;
+                            details?: components["schemas"]["FieldIssue"][];
+                        };
+                    };
+                };
+            };
+            /** @description `RATE_LIMITED`: the workspace's request budget is spent; `Retry-After` says when the next request is admitted */
+            429: {
+                headers: {
+                    /** @description The caller's X-Request-Id when it sent a sane one (1–128 printable ASCII, no spaces), else a new UUID. On every answer. */
+                    "X-Request-Id": string;
+                    /** @description The workspace's request budget per hour, or `unlimited`. */
+                    "X-RateLimit-Limit"?: number | "unlimited";
+                    /** @description Whole requests left in the budget, or `unlimited`. */
+                    "X-RateLimit-Remaining"?: number | "unlimited";
+                    /** @description Unix seconds when the budget is full again. */
+                    "X-RateLimit-Reset"?: number;
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @constant */
+                        success: false;
+                        error: {
+                            /** @enum {string} */
+                            code: "RATE_LIMITED";
+                            /** @description For people; client errors keep the service's words, server errors a fixed text. */
+                            message: string;
+                            details?: components["schemas"]["FieldIssue"][];
+                        };
+                    };
+                };
+            };
+            /** @description `INTERNAL_ERROR`: anything else unexpected (never a stack trace); `ANALYTICS_ERROR`: an analytics query failed */
+            500: {
+                headers: {
+                    /** @description The caller's X-Request-Id when it sent a sane one (1–128 printable ASCII, no spaces), else a new UUID. On every answer. */
+                    "X-Request-Id": string;
+                    /** @description The workspace's request budget per hour, or `unlimited`. */
+                    "X-RateLimit-Limit"?: number | "unlimited";
+                    /** @description Whole requests left in the budget, or `unlimited`. */
+                    "X-RateLimit-Remaining"?: number | "unlimited";
+                    /** @description Unix seconds when the budget is full again. */
+                    "X-RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @constant */
+                        success: false;
+                        error: {
+                            /** @enum {string} */
+                            code: "INTERNAL_ERROR" | "ANALYTICS_ERROR";
+                            /** @description For people; client errors keep the service's words, server errors a fixed text. */
+                            message: string;
+                            details?: components["schemas"]["FieldIssue"][];
+                        };
+                    };
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a backing service or database cannot be reached; `Retry-After` says when to try again */
+            503: {
+                headers: {
+                    /** @description The caller's X-Request-Id when it sent a sane one (1–128 printable ASCII, no spaces), else a new UUID. On every answer. */
+                    "X-Request-Id": string;
+                    /** @description The workspace's request budget per hour, or `unlimited`. */
+                    "X-RateLimit-Limit"?: number | "unlimited";
+                    /** @description Whole requests left in the budget, or `unlimited`. */
+                    "X-RateLimit-Remaining"?: number | "unlimited";
+                    /** @description Unix seconds when the budget is full again. */
+                    "X-RateLimit-Reset"?: number;
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @constant */
+                        success: false;
+                        error: {
+                            /** @enum {string} */
+                            code: "SERVICE_UNAVAILABLE";
+                            /** @description For people; client errors keep the service's words, server errors a fixed text. */
+                            message: string;
+                            details?: components["schemas"]["FieldIssue"][];
+                        };
+                    };
+                };
+            };
+        };
+    };
+    getWorkspaceAttribution: {
+        parameters: {
+            query?: {
+                /**
+                 * @description "first_touch", "last_touch", "linear", "position_based" or "time_decay"
+                 *     (half-life 7 days); required.
+                 */
+                model?: string;
+                /** @description "link", "campaign" or "source"; required. */
+                group_by?: string;
+                /**
+                 * @description ISO date (a UTC day); filters sale time, inclusive. Date-times are refused:
+                 *     the rollups are kept per UTC day.
+                 */
+                start?: string;
+                /** @description ISO date (a UTC day, the whole of it); filters sale time, inclusive. */
+                end?: string;
+            };
+            header?: {
+                /** @description An id for this request, echoed in the answer and the gateway's logs (1–128 printable ASCII, no spaces); a new UUID otherwise. */
+                "X-Request-Id"?: components["parameters"]["RequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK. */
+            200: {
+                headers: {
+                    /** @description The caller's X-Request-Id when it sent a sane one (1–128 printable ASCII, no spaces), else a new UUID. On every answer. */
+                    "X-Request-Id": string;
+                    /** @description The workspace's request budget per hour, or `unlimited`. */
+                    "X-RateLimit-Limit": number | "unlimited";
+                    /** @description Whole requests left in the budget, or `unlimited`. */
+                    "X-RateLimit-Remaining": number | "unlimited";
+                    /** @description Unix seconds when the budget is full again. */
+                    "X-RateLimit-Reset": number;
+                    /** @description `HIT` when the answer is a snapshot, `MISS` when it was computed. */
+                    "X-Cache"?: "HIT" | "MISS";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @constant */
+                        success: true;
+                        data: components["schemas"]["WorkspaceAttributionRow"][];
+                    };
+                };
+            };
+            /** @description `VALIDATION_ERROR`: a bad parameter, body field, date or enum value, an unknown body field, malformed JSON, or different API keys in one request; `details` names each offending field */
+            400: {
+                headers: {
+                    /** @description The caller's X-Request-Id when it sent a sane one (1–128 printable ASCII, no spaces), else a new UUID. On every answer. */
+                    "X-Request-Id": string;
+                    /** @description The workspace's request budget per hour, or `unlimited`. */
+                    "X-RateLimit-Limit"?: number | "unlimited";
+                    /** @description Whole requests left in the budget, or `unlimited`. */
+                    "X-RateLimit-Remaining"?: number | "unlimited";
+                    /** @description Unix seconds when the budget is full again. */
+                    "X-RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @constant */
+                        success: false;
+                        error: {
+                            /** @enum {string} */
+                            code: "VALIDATION_ERROR";
+                            /** @description For people; client errors keep the service's words, server errors a fixed text. */
+                            message: string;
+                            details?: components["schemas"]["FieldIssue"][];
+                        };
+                    };
+                };
+            };
+            /** @description `UNAUTHORIZED`: no API key sent; `INVALID_API_KEY`: an unknown, malformed or revoked API key */
+            401: {
+                headers: {
+                    /** @description The caller's X-Request-Id when it sent a sane one (1–128 printable ASCII, no spaces), else a new UUID. On every answer. */
+                    "X-Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @constant */
+                        success: false;
+                        error: {
+                            /** @enum {string} */
+                            code: "UNAUTHORIZED" | "INVALID_API_KEY";
+                            /** @description For people; client errors keep the service's words, server errors a fixed text. */
+                            message: string;
+                            details?: components["schemas"]["FieldIssue"][];
+                        };
+                    };
+                };
+            };
+            /** @description `FORBIDDEN`: the API key lacks the operation's scope; `FEATURE_NOT_AVAILABLE`: the workspace's plan lacks the entitlement the operation needs (revenue tracking: plans pro and enterprise) */
+            403: {
+                headers: {
+                    /** @description The caller's X-Request-Id when it sent a sane one (1–128 printable ASCII, no spaces), else a new UUID. On every answer. */
+                    "X-Request-Id": string;
+                    /** @description The workspace's request budget per hour, or `unlimited`. */
+                    "X-RateLimit-Limit"?: number | "unlimited";
+                    /** @description Whole requests left in the budget, or `unlimited`. */
+                    "X-RateLimit-Remaining"?: number | "unlimited";
+                    /** @description Unix seconds when the budget is full again. */
+                    "X-RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @constant */
+                        success: false;
+                        error: {
+                            /** @enum {string} */
+                            code: "FORBIDDEN" | "FEATURE_NOT_AVAILABLE";
                             /** @description For people; client errors keep the service's words, server errors a fixed text. */
                             message: string;
                             details?: components["schemas"]["FieldIssue"][];

@@ -16,3 +16,5 @@ export * as reflectionV1alpha from "./gen/grpc/reflection/v1alpha/reflection_pb.
 export * from "./gen/google/api/annotations_pb.js";
 export * from "./gen/google/api/http_pb.js";
 export * from "./gen/google/rpc/error_details_pb.js";
+// The contracts' comments by element name (scripts/protoc-gen-comments.mjs), for documentation.
+export { CONTRACT_COMMENTS } from "./gen/comments.js";

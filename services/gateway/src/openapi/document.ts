@@ -10,6 +10,7 @@
  * summary) share one operation whose 200 answer is either of their envelopes.
  */
 import type { DescField, DescMessage } from "@bufbuild/protobuf";
+import { CONTRACT_COMMENTS } from "@linquid/contracts";
 import { FieldMaskSchema } from "@bufbuild/protobuf/wkt";
 import { csvColumns } from "../stream-format.js";
 import type { HttpMethod, Route } from "../route-table.js";
@@ -24,6 +25,8 @@ export interface OpenApiOptions {
   readonly basePath: string;
   /** info.version. */
   readonly version?: string;
+  /** Descriptions of services, methods, messages and fields by full name; the contracts' comments by default. */
+  readonly comments?: Readonly<Record<string, string>>;
 }
 
 /** Where the reference answers itself, below the base path (served by reference.ts). */
@@ -256,9 +259,13 @@ function errorResponses(routes: readonly Route[], method: HttpMethod): Record<st
   return out;
 }
 
-function describe(routes: readonly Route[], primary: Route): string {
+function describe(routes: readonly Route[], primary: Route, comments: Readonly<Record<string, string>>): string {
   const p = primary.policy;
   const lines: string[] = [];
+  for (const r of routes) {
+    const comment = comments[`${r.service.typeName}.${r.method.name}`];
+    if (comment !== undefined) lines.push(r.policy.whenQuery === undefined ? comment : `With \`${r.policy.whenQuery.name}=${r.policy.whenQuery.value}\`: ${comment}`);
+  }
   if (primary.stream !== undefined) lines.push(`Streams its answer (NDJSON or CSV, see the 200 answer); one request against the budget, never cached.`);
   for (const r of routes) {
     const rpc = `\`${r.service.typeName}/${r.method.name}\``;
@@ -272,7 +279,7 @@ function describe(routes: readonly Route[], primary: Route): string {
   return lines.join("\n\n");
 }
 
-function operation(routes: readonly Route[], registry: SchemaRegistry): Operation {
+function operation(routes: readonly Route[], registry: SchemaRegistry, comments: Readonly<Record<string, string>>): Operation {
   const primary = routes.find((r) => r.policy.whenQuery === undefined) ?? routes[0]!;
   const vars = pathVariables(primary);
   const parameters: unknown[] = vars.map((f) => ({
@@ -288,7 +295,10 @@ function operation(routes: readonly Route[], registry: SchemaRegistry): Operatio
     for (const f of r.method.input.fields) {
       if (SERVER_FIELDS.has(f.name) || vars.some((v) => v.name === f.name) || f.name === r.body || !queryBindable(f) || seen.has(f.jsonName)) continue;
       seen.add(f.jsonName);
-      parameters.push(queryParameter(f, routes.find((x) => x.policy.whenQuery?.name === f.name) ?? r));
+      const parameter = queryParameter(f, routes.find((x) => x.policy.whenQuery?.name === f.name) ?? r);
+      const comment = comments[`${r.method.input.typeName}.${f.name}`];
+      if (comment !== undefined) parameter["description"] = [comment, parameter["description"]].filter((d) => d !== undefined).join("\n\n");
+      parameters.push(parameter);
     }
   }
   if (IDEMPOTENT_METHODS.has(primary.httpMethod)) parameters.push({ $ref: "#/components/parameters/IdempotencyKey" });
@@ -297,7 +307,7 @@ function operation(routes: readonly Route[], registry: SchemaRegistry): Operatio
   const op: Operation = {
     operationId: primary.method.localName,
     summary: sentence(primary.method.name),
-    description: describe(routes, primary),
+    description: describe(routes, primary, comments),
     tags: [primary.service.name.replace(/Service$/, "")],
     parameters: parameters.map((p) => (typeof p === "object" && p !== null ? Object.fromEntries(Object.entries(p).filter(([, v]) => v !== undefined)) : p)),
   };
@@ -377,7 +387,8 @@ const INTRODUCTION = `The Customers API of the Linquid link-attribution platform
 
 /** The document of `routes` (buildRoutes), served under `options.basePath`. */
 export function createOpenApiDocument(routes: readonly Route[], options: OpenApiOptions): OpenApiDocument {
-  const registry = createSchemaRegistry();
+  const comments = options.comments ?? CONTRACT_COMMENTS;
+  const registry = createSchemaRegistry(comments);
   const groups = new Map<string, Route[]>();
   for (const r of routes) {
     const key = `${openApiPath(r)} ${r.httpMethod}`;
@@ -386,11 +397,15 @@ export function createOpenApiDocument(routes: readonly Route[], options: OpenApi
   const paths: Record<string, Record<string, Operation>> = {};
   for (const group of groups.values()) {
     const path = openApiPath(group[0]!);
-    (paths[path] ??= {})[group[0]!.httpMethod.toLowerCase()] = operation(group, registry);
+    (paths[path] ??= {})[group[0]!.httpMethod.toLowerCase()] = operation(group, registry, comments);
   }
   Object.assign(paths, referenceOperations());
-  const tags = [...new Set(routes.map((r) => r.service.name.replace(/Service$/, "")))].map((name) => ({ name }));
-  tags.push({ name: "Reference" });
+  const services = [...new Map(routes.map((r) => [r.service.typeName, r.service])).values()];
+  const tags: Array<{ name: string; description?: string }> = services.map((s) => {
+    const description = comments[s.typeName];
+    return { name: s.name.replace(/Service$/, ""), ...(description === undefined ? {} : { description }) };
+  });
+  tags.push({ name: "Reference", description: "The API's own reference: this document and the page rendering it." });
   return {
     openapi: "3.1.1",
     info: { title: "Linquid Customers API", version: options.version ?? "v1", description: INTRODUCTION },

@@ -11,7 +11,8 @@
  *   request with an `update_mask` (PATCH), null clears a field.
  *
  * Message types become components (`#/components/schemas/<Name>`), named after the message
- * without its package; a name two packages share falls back to the full type name.
+ * without its package; a name two packages share falls back to the full type name. Messages and
+ * fields carry their comments from the contracts as descriptions.
  */
 import { ScalarType, type DescEnum, type DescField, type DescMessage } from "@bufbuild/protobuf";
 
@@ -122,7 +123,8 @@ export interface SchemaRegistry {
   readonly components: Record<string, JsonSchema>;
 }
 
-export function createSchemaRegistry(): SchemaRegistry {
+/** `comments`: the contracts' comments by fully-qualified name (CONTRACT_COMMENTS). */
+export function createSchemaRegistry(comments: Readonly<Record<string, string>> = {}): SchemaRegistry {
   const components: Record<string, JsonSchema> = {};
   /** typeName + direction → component name. */
   const names = new Map<string, string>();
@@ -185,8 +187,14 @@ export function createSchemaRegistry(): SchemaRegistry {
   const messageSchema = (desc: DescMessage, direction: Direction, options: { fields?: readonly DescField[]; nullClears?: boolean } = {}): JsonSchema => {
     const fields = options.fields ?? (direction === "input" ? desc.fields.filter((f) => !SERVER_FIELDS.has(f.name)) : desc.fields);
     const properties: Record<string, JsonSchema> = {};
-    for (const f of fields) properties[f.jsonName] = fieldSchema(f, direction, options.nullClears ?? false);
+    for (const f of fields) {
+      const schema = fieldSchema(f, direction, options.nullClears ?? false);
+      const description = comments[`${desc.typeName}.${f.name}`];
+      properties[f.jsonName] = description === undefined ? schema : { ...schema, description };
+    }
     const schema: JsonSchema = { type: "object", properties, additionalProperties: false };
+    const description = comments[desc.typeName];
+    if (description !== undefined && options.fields === undefined) schema["description"] = description;
     if (direction === "output") schema["required"] = fields.map((f) => f.jsonName);
     return schema;
   };

@@ -70,12 +70,12 @@ describe("OpenAPI document", () => {
   });
 
   it("writes integers as integers, unset optional fields as null, and every field as required", () => {
-    expect(schemas["CustomerStats"].properties.revenue).toEqual({ type: "integer", format: "int64" });
+    expect(schemas["CustomerStats"].properties.revenue).toMatchObject({ type: "integer", format: "int64" });
     expect(schemas["Cohort"].properties.conversionRate.type).toBe("number");
     expect(schemas["Customer"].properties.email.type).toEqual(["string", "null"]);
     expect(schemas["Customer"].properties.id.type).toBe("string");
     expect(schemas["Customer"].required).toContain("stats");
-    expect(schemas["LtvCohort"].properties.revenue).toEqual({ type: "array", items: { type: "integer", format: "int64" } });
+    expect(schemas["LtvCohort"].properties.revenue).toMatchObject({ type: "array", items: { type: "integer", format: "int64" } });
     expect(schemas["ListCustomersResponse.PagePagination"].properties.total.type).toBe("integer");
   });
 
@@ -101,6 +101,15 @@ describe("OpenAPI document", () => {
     expect(Object.keys(patch.properties)).not.toContain("id");
     expect(Object.keys(patch.properties)).not.toContain("updateMask");
     expect(patch.properties.email.type).toEqual(["string", "null"]);
+  });
+
+  it("carries the contracts' comments as descriptions", () => {
+    expect(schemas["Customer"].description).toMatch(/^Customer is /);
+    expect(schemas["CustomerStats"].properties.revenue.description).toMatch(/minor units/i);
+    const limit = op("get", "/customers")["parameters"].find((p: Op) => p["name"] === "limit");
+    expect(limit.description).toMatch(/default 20/);
+    expect(op("get", "/customers")["description"]).toMatch(/^Lists live customers/);
+    expect((doc["tags"] as Array<{ name: string; description?: string }>).find((t) => t.name === "Customers")?.description).toMatch(/^CustomersService owns/);
   });
 
   it("describes the export as NDJSON records or CSV", () => {
