@@ -22,6 +22,7 @@ import {
   type GetJourneySummaryRequest,
   type GetLtvCohortsRequest,
   type GetRebuildProgressRequest,
+  type GetWorkspaceAttributionRequest,
   type IngestEventsRequest,
   type ListSnapshotInvalidationsRequest,
   type RebuildWorkspaceRequest,
@@ -38,7 +39,9 @@ import {
 import { isUnavailable, unavailable, Violations } from "@linquid/mesh";
 import { decodeItem, itemError, MAX_REST_BATCH } from "./batch-items.js";
 import { customerCredits, DEFAULT_HALF_LIFE_DAYS, MODELS, type Credit, type Model } from "./attribution.js";
-import { checkRange } from "./dates.js";
+import { DIMENSIONS, type AttributionDimension } from "./attribution-cells.js";
+import { workspaceAttribution } from "./attribution-report.js";
+import { checkDayRange, checkRange } from "./dates.js";
 import type { TrackCoalescer } from "./coalescer.js";
 import type { Ingestion, TrackOutcome } from "./ingestion.js";
 import type { SnapshotInvalidations } from "./invalidations.js";
@@ -335,6 +338,21 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
           revenue: BigInt(c.revenue),
         })),
       }),
+    };
+  }
+
+  async getWorkspaceAttribution(req: GetWorkspaceAttributionRequest) {
+    const v = new Violations();
+    if (req.workspaceId === "") v.add("workspaceId", "is required");
+    if (req.model === undefined || req.model === "") v.add("model", `is required: one of ${MODELS.join(", ")}`);
+    else if (!(MODELS as readonly string[]).includes(req.model)) v.add("model", `must be one of ${MODELS.join(", ")}`);
+    if (req.groupBy === undefined || req.groupBy === "") v.add("group_by", `is required: one of ${DIMENSIONS.join(", ")}`);
+    else if (!(DIMENSIONS as readonly string[]).includes(req.groupBy)) v.add("group_by", `must be one of ${DIMENSIONS.join(", ")}`);
+    const range = checkDayRange(v, req.start, req.end);
+    v.throwIfAny();
+    const rows = await query(() => workspaceAttribution(this.parts.repo, req.workspaceId, req.model as Model, req.groupBy as AttributionDimension, range));
+    return {
+      rows: rows.map((r) => ({ ...(r.key !== null ? { key: r.key } : {}), revenue: BigInt(r.revenue), sales: BigInt(r.sales), customers: BigInt(r.customers) })),
     };
   }
 

@@ -48,3 +48,19 @@ export function checkRange(v: Violations, start: string | undefined, end: string
   if (s !== undefined && e !== undefined && s > e) v.add("start", "must not be after end");
   return { start: s, end: e };
 }
+
+/** Validates `start`/`end` as ISO dates (UTC days, inclusive): for reports kept per day, where a date-time cannot be answered exactly. */
+export function checkDayRange(v: Violations, start: string | undefined, end: string | undefined): { startDay: string | undefined; endDay: string | undefined } {
+  const day = (value: string | undefined, field: "start" | "end"): string | undefined => {
+    if (value === undefined || value === "") return undefined;
+    if (!DATE.test(value) || parseIsoBound(value, field) === undefined) {
+      v.add(field, "must be an ISO 8601 date (2026-04-01), a UTC day");
+      return undefined;
+    }
+    return value;
+  };
+  const startDay = day(start, "start");
+  const endDay = day(end, "end");
+  if (startDay !== undefined && endDay !== undefined && startDay > endDay) v.add("start", "must not be after end");
+  return { startDay, endDay };
+}

@@ -16,6 +16,7 @@ import type { AnyBulkWriteOperation, Collection, Db, Document, OptionalUnlessReq
 import { dbCall, dbStream, ensureIndexes, insertIfAbsent, insertManyNew } from "@linquid/mesh";
 import type { IncomingEvent } from "./validation.js";
 import { BucketLists, DEFAULT_BUCKET_SIZE, type ListDoc } from "./bucket-lists.js";
+import type { AttributionDelta, SaleRow } from "./attribution-cells.js";
 import { parseTimeEntry, timeEntry, touchBefore, type CellDelta, type CohortDimension, type DayDimension, type AnchorMember, type TotalsState } from "./totals.js";
 
 export interface EventDoc extends Omit<IncomingEvent, "keyed"> {
@@ -80,6 +81,38 @@ export interface LtvCellDoc {
   cohortMonth: string;
   offset: number;
   revenue: number;
+}
+
+/** What one sale currently credits in the workspace attribution cells (attribution-cells.ts); `_id` = the sale's event `_id`. */
+export interface SaleCreditDoc {
+  _id: string;
+  workspaceId: string;
+  customerId: string;
+  day: string;
+  /** Compare-and-set version: each change of `rows` is won by one writer, who moves the cells. */
+  v: number;
+  rows: SaleRow[];
+}
+
+/** A customer's attribution version (`_id` = `${ws}:${customerId}`), moved after every refresh of its sales' credits. */
+export interface AttributionHeadDoc {
+  _id: string;
+  workspaceId: string;
+  customerId: string;
+  v: number;
+}
+
+export interface AttributionCellDoc {
+  _id: string;
+  workspaceId: string;
+  model: string;
+  dim: string;
+  key: string | null;
+  day?: string;
+  prev?: string;
+  revenue?: number;
+  sales?: number;
+  customers?: number;
 }
 
 export type OpKind = "ingest" | "register" | "recalculate";
@@ -152,6 +185,11 @@ export class AnalyticsRepository {
   readonly ops: Collection<OpDoc>;
   readonly rebuilds: Collection<RebuildLeaseDoc>;
   readonly invalidations: Collection<InvalidationDoc>;
+  readonly saleCredits: Collection<SaleCreditDoc>;
+  readonly attributionHeads: Collection<AttributionHeadDoc>;
+  readonly attributionCells: Collection<AttributionCellDoc>;
+  readonly attributionDayCells: Collection<AttributionCellDoc>;
+  readonly attributionReturnCells: Collection<AttributionCellDoc>;
   /** Customers' timelines (`timelineOwner`). */
   readonly timelines: BucketLists;
   /** Hourly anchor member lists (`membersOwner`). */
@@ -167,6 +205,11 @@ export class AnalyticsRepository {
     this.ops = db.collection<OpDoc>("write_ops");
     this.rebuilds = db.collection<RebuildLeaseDoc>("workspace_rebuilds");
     this.invalidations = db.collection<InvalidationDoc>("snapshot_invalidations");
+    this.saleCredits = db.collection<SaleCreditDoc>("sale_credits");
+    this.attributionHeads = db.collection<AttributionHeadDoc>("attribution_heads");
+    this.attributionCells = db.collection<AttributionCellDoc>("attribution_cells");
+    this.attributionDayCells = db.collection<AttributionCellDoc>("attribution_day_cells");
+    this.attributionReturnCells = db.collection<AttributionCellDoc>("attribution_return_cells");
     this.timelines = new BucketLists(db.collection<ListDoc>("timeline_buckets"), bucketSize);
     this.members = new BucketLists(db.collection<ListDoc>("member_buckets"), bucketSize);
   }
@@ -187,6 +230,12 @@ export class AnalyticsRepository {
     await ensureIndexes(this.cohortCells, [{ key: { workspaceId: 1, dim: 1 }, name: "ws_dim" }]);
     await ensureIndexes(this.dayCells, [{ key: { workspaceId: 1, dim: 1, day: 1 }, name: "ws_dim_day" }]);
     await ensureIndexes(this.ltvCells, [{ key: { workspaceId: 1, cohortMonth: 1 }, name: "ws_month" }]);
+    await ensureIndexes(this.attributionCells, [{ key: { workspaceId: 1, model: 1, dim: 1 }, name: "ws_model_dim" }]);
+    await ensureIndexes(this.attributionDayCells, [{ key: { workspaceId: 1, model: 1, dim: 1, day: 1 }, name: "ws_model_dim_day" }]);
+    await ensureIndexes(this.attributionReturnCells, [{ key: { workspaceId: 1, model: 1, dim: 1, day: 1 }, name: "ws_model_dim_day" }]);
+    // a rebuild's drop
+    await ensureIndexes(this.saleCredits, [{ key: { workspaceId: 1 }, name: "workspace" }]);
+    await ensureIndexes(this.attributionHeads, [{ key: { workspaceId: 1 }, name: "workspace" }]);
     await this.timelines.ensureIndexes();
     await this.members.ensureIndexes();
     // recovery finds due markers; a rebuild waits for the markers of its workspace
@@ -242,6 +291,14 @@ export class AnalyticsRepository {
       .map((e) => parseTimeEntry(e).ref)
       .filter((id) => id.startsWith(`${ws}:click:`) || id.startsWith(`${ws}:sale:`));
     return this.findEvents(ids);
+  }
+
+  /** Several customers' clicks and sales, read through their timelines (one read of the buckets, one of the events). */
+  async customersClicksAndSales(ws: string, customerIds: readonly string[]): Promise<EventDoc[]> {
+    const ids = (await this.timelines.read(customerIds.map((c) => timelineOwner(ws, c))))
+      .map((e) => parseTimeEntry(e).ref)
+      .filter((id) => id.startsWith(`${ws}:click:`) || id.startsWith(`${ws}:sale:`));
+    return this.findEvents([...new Set(ids)]);
   }
 
   /** Adds events to their customers' timelines (a repeat is dropped by readers). */
@@ -419,13 +476,76 @@ export class AnalyticsRepository {
   }
 
   async dropWorkspaceRollups(ws: string): Promise<void> {
-    for (const col of [this.cohortCells, this.dayCells, this.ltvCells, this.totals, this.timelines.col, this.members.col] as unknown as Collection<never>[]) {
+    const attribution = [this.saleCredits, this.attributionHeads, this.attributionCells, this.attributionDayCells, this.attributionReturnCells];
+    for (const col of [this.cohortCells, this.dayCells, this.ltvCells, this.totals, this.timelines.col, this.members.col, ...attribution] as unknown as Collection<never>[]) {
       await dbCall(col.collectionName, "deleteMany", (o) => col.deleteMany({ workspaceId: ws } as never, o));
     }
   }
 
   insertTotalsMany(docs: readonly TotalsDoc[]): Promise<void> {
     return insertAll(this.totals, docs);
+  }
+
+  // -- workspace attribution (attribution-rollups.ts) -------------------------------------------
+
+  async findAttributionHeads(ws: string, customerIds: readonly string[]): Promise<Map<string, number>> {
+    const docs = await this.byIds(this.attributionHeads, customerIds.map((c) => `${ws}:${c}`));
+    return new Map(docs.map((d) => [d.customerId, d.v]));
+  }
+
+  /** Moves a customer's attribution version from `expected` (0 = none yet) to the next; false when another writer moved it first. */
+  async moveAttributionHead(ws: string, customerId: string, expected: number): Promise<boolean> {
+    if (expected === 0) return insertIfAbsent(this.attributionHeads, { _id: `${ws}:${customerId}`, workspaceId: ws, customerId, v: 1 });
+    const r = await dbCall("attribution_heads", "updateOne", (o) => this.attributionHeads.updateOne({ _id: `${ws}:${customerId}`, v: expected }, { $set: { v: expected + 1 } }, o));
+    return r.matchedCount === 1;
+  }
+
+  findSaleCredits(saleIds: readonly string[]): Promise<SaleCreditDoc[]> {
+    return this.byIds(this.saleCredits, saleIds);
+  }
+
+  /** Writes a sale's credits if they are still at version `expected` (0 = none stored); false when another writer was first. */
+  async writeSaleCredits(doc: SaleCreditDoc, expected: number): Promise<boolean> {
+    if (expected === 0) return insertIfAbsent(this.saleCredits, doc);
+    const { _id, ...rest } = doc;
+    const r = await dbCall("sale_credits", "replaceOne", (o) => this.saleCredits.replaceOne({ _id, v: expected }, rest, o));
+    return r.matchedCount === 1;
+  }
+
+  insertSaleCreditsMany(docs: readonly SaleCreditDoc[]): Promise<void> {
+    return insertAll(this.saleCredits, docs);
+  }
+
+  insertAttributionHeadsMany(docs: readonly AttributionHeadDoc[]): Promise<void> {
+    return insertAll(this.attributionHeads, docs);
+  }
+
+  /** $inc upserts of attribution cells, one bulkWrite per collection, the collections at once. */
+  async applyAttributionDeltas(deltas: readonly AttributionDelta[]): Promise<void> {
+    const cols = { attribution_cells: this.attributionCells, attribution_day_cells: this.attributionDayCells, attribution_return_cells: this.attributionReturnCells };
+    await Promise.all(
+      (Object.keys(cols) as Array<keyof typeof cols>).map((name) => {
+        const ops: AnyBulkWriteOperation<AttributionCellDoc>[] = deltas
+          .filter((d) => d.collection === name)
+          .map((d) => ({ updateOne: { filter: { _id: d.id }, update: { $inc: d.inc, $set: d.fields } as never, upsert: true } }));
+        return bulkWrite(cols[name], ops, false);
+      }),
+    );
+  }
+
+  attributionCellsOf(ws: string, model: string, dim: string): Promise<AttributionCellDoc[]> {
+    return dbCall("attribution_cells", "find", (o) => this.attributionCells.find({ workspaceId: ws, model, dim }, o).toArray());
+  }
+
+  attributionDayCellsOf(ws: string, model: string, dim: string, fromDay: string, toDay: string): Promise<AttributionCellDoc[]> {
+    return dbCall("attribution_day_cells", "find", (o) => this.attributionDayCells.find({ workspaceId: ws, model, dim, day: { $gte: fromDay, $lte: toDay } }, o).toArray());
+  }
+
+  /** Return cells of the days in range whose previous day is before `fromDay` (attribution-cells.ts). */
+  attributionReturnCellsOf(ws: string, model: string, dim: string, fromDay: string, toDay: string): Promise<AttributionCellDoc[]> {
+    return dbCall("attribution_return_cells", "find", (o) =>
+      this.attributionReturnCells.find({ workspaceId: ws, model, dim, day: { $gte: fromDay, $lte: toDay }, prev: { $lt: fromDay } }, o).toArray(),
+    );
   }
 
   // -- op markers and rebuild leases (write-ops.ts) --------------------------------------------

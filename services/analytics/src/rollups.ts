@@ -14,6 +14,7 @@
  * `recentOps`, so recovery can finish it and never fold it twice.
  */
 import { newId, pauseBeforeRetry } from "@linquid/mesh";
+import { AttributionRollups } from "./attribution-rollups.js";
 import type { SnapshotInvalidations } from "./invalidations.js";
 import type { AnalyticsRepository, EventDoc, TotalsDoc } from "./repository.js";
 import { timelineEntry } from "./repository.js";
@@ -47,12 +48,17 @@ function movedAnchor(customerId: string, before: TotalsState, after: TotalsState
 }
 
 export class Rollups {
+  /** The workspace attribution cells, refreshed after every fold of a click or sale. */
+  readonly attribution: AttributionRollups;
+
   constructor(
     readonly repo: AnalyticsRepository,
     private readonly ops: WriteOps,
     private readonly stats: StatsPusher,
     private readonly invalidations: Pick<SnapshotInvalidations, "record">,
-  ) {}
+  ) {
+    this.attribution = new AttributionRollups(repo);
+  }
 
   /**
    * Folds events into their customers' totals and moves the rollup cells and member entries
@@ -100,7 +106,10 @@ export class Rollups {
       }
       pending = [...lost];
     }
-    await Promise.all([this.repo.applyDeltas(nonZero(deltas)), this.repo.addMembers(ws, members)]);
+    // Attribution after the totals: it reads the customers' timelines, complete by now. Customers
+    // that already had the op (recovery) are refreshed too: a refresh is idempotent.
+    const credited = [...byCustomer].filter(([, list]) => list.some((e) => e.type === "click" || e.type === "sale")).map(([c]) => c);
+    await Promise.all([this.repo.applyDeltas(nonZero(deltas)), this.repo.addMembers(ws, members), this.attribution.refresh(ws, credited)]);
     return written;
   }
 
@@ -151,6 +160,7 @@ export class Rollups {
         const next = totalsDoc(ws, customerId, after, (doc?.version ?? 0) + 1, ops);
         if (!(await this.repo.writeTotals(next, doc?.version ?? 0))) continue;
         await this.moveCustomer(ws, customerId, before, after);
+        await this.attribution.refresh(ws, [customerId]);
         return { before, after, doc: next };
       }
     });
@@ -198,6 +208,7 @@ export class Rollups {
       const byCustomer = new Map<string, TotalsState>([...createdAt].map(([id, at]) => [id, { ...emptyTotals(), createdAt: at }]));
       const opsOf = new Map<string, string[]>();
       const timelineOf = new Map<string, string[]>();
+      const creditedOf = new Map<string, EventDoc[]>();
       let events = 0;
       let reported = Date.now();
       for await (const e of this.repo.workspaceEvents(ws)) {
@@ -214,6 +225,11 @@ export class Rollups {
         const timeline = timelineOf.get(e.customerId) ?? [];
         timeline.push(timelineEntry(e));
         timelineOf.set(e.customerId, timeline);
+        if (e.type === "click" || e.type === "sale") {
+          const list = creditedOf.get(e.customerId) ?? [];
+          list.push(e);
+          creditedOf.set(e.customerId, list);
+        }
       }
       lease.check();
       await lease.report({ phase: "writing rollups", eventsDone: events, eventsTotal: Math.max(eventsTotal, events) });
@@ -233,6 +249,7 @@ export class Rollups {
       }
       await this.repo.applyDeltas(nonZero(deltas));
       await this.repo.insertMembersMany(ws, members);
+      await this.attribution.rebuild(ws, creditedOf);
       lease.check();
       // Snapshots from before show the old figures; until this is recorded the rebuild stays due.
       await this.invalidations.record(ws);
