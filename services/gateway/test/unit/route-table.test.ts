@@ -87,6 +87,7 @@ describe("route table from the contracts", () => {
       "GET /customers/{id}/journey?summary": "links:read",
       "GET /customers/{id}/attribution": "links:read",
       "GET /customers/ltv-cohorts": "analytics:read",
+      "GET /analytics/attribution": "analytics:read",
       "POST /customers": "links:create",
       "POST /customers/{id}/recalculate-ltv": "links:create",
       "PATCH /customers/{id}": "links:update",
@@ -99,7 +100,7 @@ describe("route table from the contracts", () => {
     });
     expect(table.routes.every((r) => r.policy.entitlement === "revenue-tracking")).toBe(true);
     const cached = table.routes.filter((r) => r.policy.cacheTtlSeconds > 0).map((r) => r.method.name).sort();
-    expect(cached).toEqual(["GetAttribution", "GetCohorts", "GetJourney", "GetJourneySummary", "GetLtvCohorts"]);
+    expect(cached).toEqual(["GetAttribution", "GetCohorts", "GetJourney", "GetJourneySummary", "GetLtvCohorts", "GetWorkspaceAttribution"]);
   });
 
   it("makes server-streaming mappings streaming routes, literal paths first", () => {
