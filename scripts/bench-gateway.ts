@@ -21,6 +21,10 @@
  * BENCH_EXPIRY_DURATION seconds (default 20), reporting p50, p99 and snapshot fills (Redis SETs)
  * per expiry.
  *
+ * BENCH_BEFORE_ROOT=<checkout> adds a second gateway, the mesh of another checkout of the
+ * repository (with its own node_modules), measured in the same rounds against the same bare
+ * servers: before and after a change, side by side under the same load.
+ *
  * The workspace has a finite budget (BENCH_RATE_LIMIT per hour, default 1,000,000,000) so the
  * rate-limit script runs as it does for every paying plan; BENCH_RATE_LIMIT=unlimited skips it.
  *
@@ -36,7 +40,7 @@
  *   BENCH_PROFILE=1 npm run bench:gateway
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -62,7 +66,8 @@ const PROFILE = process.env["BENCH_PROFILE"] === "1";
 const WARMUP_SECONDS = 3;
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const MAIN = join(ROOT, "services/mesh/src/main.ts");
+/** A checkout of an earlier version to measure side by side (its own node_modules), e.g. the code before a change. */
+const BEFORE_ROOT = process.env["BENCH_BEFORE_ROOT"];
 const BARE = join(ROOT, "scripts/bench-bare-servers.ts");
 const PROFILE_WINDOW = join(ROOT, "scripts/cpu-profile-window.ts");
 
@@ -149,13 +154,13 @@ async function stopChild(child: ChildProcess): Promise<void> {
  * (scripts/cpu-profile-window.ts). Its log goes to `logFile` as it would to a container's log:
  * written at full cost, read by nothing during the run.
  */
-async function startMesh(env: Record<string, string>, logFile: string, profileFile?: string): Promise<Mesh> {
-  const nodeArgs = ["--import", "tsx", ...(profileFile === undefined ? [] : ["--import", PROFILE_WINDOW]), MAIN];
+async function startMesh(root: string, env: Record<string, string>, logFile: string, profileFile?: string): Promise<Mesh> {
+  const nodeArgs = ["--import", "tsx", ...(profileFile === undefined ? [] : ["--import", PROFILE_WINDOW]), join(root, "services/mesh/src/main.ts")];
   const [cmd, args] = pinned(SERVER_CPUS, process.execPath, nodeArgs);
   const [port, grpcPort] = [await freePort(), await freePort()];
   const log = openSync(logFile, "a");
   const child = spawn(cmd, args, {
-    cwd: ROOT,
+    cwd: root,
     env: { ...process.env, PORT: String(port), GRPC_PORT: String(grpcPort), METRICS_PORT: "0", LOG_LEVEL: process.env["BENCH_LOG_LEVEL"] ?? "info", ...(profileFile === undefined ? {} : { BENCH_PROFILE_FILE: profileFile }), ...env },
     stdio: ["ignore", "ignore", log],
   });
@@ -321,13 +326,27 @@ interface Target {
   readonly key: "cached" | "point" | "healthz";
   readonly name: string;
   readonly bareName: string;
-  readonly gateway: string;
+  /** The path on a gateway (below its base URL). */
+  readonly path: (side: Side) => string;
   readonly bare: string;
-  readonly headers: readonly string[];
+  /** Sent with the side's API key. */
+  readonly authorized: boolean;
   readonly goal: number;
   /** Connection counts the goal applies to (all when undefined). */
   readonly goalAt?: readonly number[];
 }
+
+/** One gateway under test: this tree's, or the one at BENCH_BEFORE_ROOT. */
+interface Side {
+  readonly name: "gateway" | "before";
+  readonly root: string;
+  readonly prefix: string;
+  mesh: Mesh;
+  key: string;
+  customerId: string;
+}
+
+type Cell = Record<"gateway" | "before" | "bare", Run[]>;
 
 async function main(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), "linquid-bench-gw-"));
@@ -347,27 +366,39 @@ async function main(): Promise<void> {
 
     const prefix = `bench${newId("", 6).slice(1).toLowerCase()}`;
     // The routes' own TTLs (CACHE_TTL_SECONDS would cache every GET route, point reads included),
-    // except in the expiry run.
-    const meshEnv = (ttl?: number) => ({ MONGODB_URI: ferret.url, REDIS_URL: redisServer.url, MONGODB_DB_PREFIX: prefix, DATA_DIR: dataDir, ...(ttl === undefined ? {} : { CACHE_TTL_SECONDS: String(ttl) }) });
+    // except in the expiry run. Each side has a database namespace of its own.
+    const meshEnv = (side: { prefix: string }, ttl?: number) => ({
+      MONGODB_URI: ferret.url,
+      REDIS_URL: redisServer.url,
+      MONGODB_DB_PREFIX: side.prefix,
+      DATA_DIR: dataDir,
+      ...(ttl === undefined ? {} : { CACHE_TTL_SECONDS: String(ttl) }),
+    });
+    const meshLog = join(dataDir, "mesh.log");
+    const sideSpecs = [{ name: "gateway" as const, root: ROOT, prefix }, ...(BEFORE_ROOT === undefined ? [] : [{ name: "before" as const, root: BEFORE_ROOT, prefix: `${prefix}b` }])];
 
     if (PROFILE) {
-      await profile(meshEnv(), join(dataDir, "mesh.log"));
+      for (const spec of sideSpecs) await profile(spec.name, spec.root, meshEnv(spec), meshLog);
       return;
     }
 
-    const meshLog = join(dataDir, "mesh.log");
-    let mesh = await startMesh(meshEnv(), meshLog);
-    children.push(mesh);
-    const { key, customerId } = await seed(mesh);
-    const auth = [`X-API-Key: ${key}`];
-    const api = `${mesh.gatewayUrl}/api`;
+    const sides: Side[] = [];
+    for (const spec of sideSpecs) {
+      const mesh = await startMesh(spec.root, meshEnv(spec), meshLog);
+      children.push(mesh);
+      sides.push({ ...spec, mesh, ...(await seed(mesh)) });
+    }
+    const main = sides[0]!;
     // The snapshot: the first read fills it, the second must be a hit.
-    await fetch(`${api}/customers/cohorts`, { headers: { "x-api-key": key } }).then(json);
-    const hit = await fetch(`${api}/customers/cohorts`, { headers: { "x-api-key": key } });
-    const body = await hit.text();
-    if (hit.headers.get("x-cache") !== "HIT") throw new Error(`second cohorts read was not a cache hit (X-Cache: ${hit.headers.get("x-cache")})`);
-    const point = await fetch(`${api}/customers/${customerId}`, { headers: { "x-api-key": key } });
-    const pointBody = await point.text();
+    const cohorts = (side: Side) => fetch(`${side.mesh.gatewayUrl}/api/customers/cohorts`, { headers: { "x-api-key": side.key } });
+    for (const side of sides) {
+      await cohorts(side).then(json);
+      const hit = await cohorts(side);
+      await hit.text();
+      if (hit.headers.get("x-cache") !== "HIT") throw new Error(`${side.name}: second cohorts read was not a cache hit (X-Cache: ${hit.headers.get("x-cache")})`);
+    }
+    const body = await (await cohorts(main)).text();
+    const pointBody = await (await fetch(`${main.mesh.gatewayUrl}/api/customers/${main.customerId}`, { headers: { "x-api-key": main.key } })).text();
     await redis.set("bench:cohorts", body);
 
     const bare = await startBare({
@@ -375,96 +406,122 @@ async function main(): Promise<void> {
       MONGODB_URI: ferret.url,
       BENCH_CUSTOMERS_DB: `${prefix}_customers`,
       BENCH_REDIS_KEY: "bench:cohorts",
-      BENCH_CUSTOMER_ID: customerId,
+      BENCH_CUSTOMER_ID: main.customerId,
     });
     children.push(bare);
     say(`cached body ${Buffer.byteLength(body)} bytes, point-read body ${Buffer.byteLength(pointBody)} bytes`);
 
     const targets: Target[] = [
-      { key: "cached", name: "cached `GET /customers/cohorts` (X-Cache: HIT)", bareName: "Node + one Redis GET", gateway: `${api}/customers/cohorts`, bare: bare.urls.redis, headers: auth, goal: 0.5, goalAt: [16, 64] },
-      { key: "point", name: "`GET /customers/:id`", bareName: "Node + the same findOne", gateway: `${api}/customers/${customerId}`, bare: bare.urls.find, headers: auth, goal: 0.8 },
-      { key: "healthz", name: "`GET /healthz`", bareName: "Node answering ~200 bytes", gateway: `${mesh.gatewayUrl}/healthz`, bare: bare.urls.health, headers: [], goal: 0.9 },
+      { key: "cached", name: "cached `GET /customers/cohorts` (X-Cache: HIT)", bareName: "Node + one Redis GET", path: () => "/api/customers/cohorts", bare: bare.urls.redis, authorized: true, goal: 0.5, goalAt: [16, 64] },
+      { key: "point", name: "`GET /customers/:id`", bareName: "Node + the same findOne", path: (side) => `/api/customers/${side.customerId}`, bare: bare.urls.find, authorized: true, goal: 0.8 },
+      { key: "healthz", name: "`GET /healthz`", bareName: "Node answering ~200 bytes", path: () => "/healthz", bare: bare.urls.health, authorized: false, goal: 0.9 },
     ];
-    // BENCH_ONLY=cached|point|healthz measures one route (while working on it).
-    const only = process.env["BENCH_ONLY"];
-    if (only !== undefined) targets.splice(0, targets.length, ...targets.filter((t) => t.key === only));
-    const measured = (serverPid: number): Measured => ({ serverPid, backendPids: [ferret.pid, redisServer.pid], ourPids: () => [mesh.pid, bare.pid, ferret.pid, redisServer.pid], redis: redis! });
+    // BENCH_ONLY=cached,point,healthz measures some routes only (while working on them).
+    const only = process.env["BENCH_ONLY"]?.split(",");
+    if (only !== undefined) targets.splice(0, targets.length, ...targets.filter((t) => only.includes(t.key)));
+    const ourPids = () => [...sides.map((x) => x.mesh.pid), bare.pid, ferret.pid, redisServer.pid];
+    const measured = (serverPid: number): Measured => ({ serverPid, backendPids: [ferret.pid, redisServer.pid], ourPids, redis: redis! });
+    const headersOf = (t: Target, side: Side) => (t.authorized ? [`X-API-Key: ${side.key}`] : []);
 
     for (const t of targets) {
-      say(`warming up ${t.gateway} and ${t.bare}`);
-      await runWrk(t.gateway, 16, WARMUP_SECONDS, t.headers);
-      await runWrk(t.bare, 16, WARMUP_SECONDS, t.headers);
+      say(`warming up ${t.key}`);
+      for (const side of sides) await runWrk(`${side.mesh.gatewayUrl}${t.path(side)}`, 16, WARMUP_SECONDS, headersOf(t, side));
+      await runWrk(t.bare, 16, WARMUP_SECONDS, []);
     }
-    const results = new Map<string, { gateway: Run[]; bare: Run[] }>();
+    const results = new Map<string, Cell>();
     for (let round = 0; round < ROUNDS; round++) {
       for (const t of targets) {
         for (const c of CONNECTIONS) {
-          const cell = results.get(`${t.name}|${c}`) ?? { gateway: [], bare: [] };
-          results.set(`${t.name}|${c}`, cell);
-          const order = round % 2 === 0 ? (["gateway", "bare"] as const) : (["bare", "gateway"] as const);
+          const cell = results.get(`${t.key}|${c}`) ?? { gateway: [], before: [], bare: [] };
+          results.set(`${t.key}|${c}`, cell);
+          const order: Array<Side | "bare"> = [...sides, "bare"];
+          if (round % 2 === 1) order.reverse();
           for (const which of order) {
-            const run = await measure(measured(which === "gateway" ? mesh.pid : bare.pid), which === "gateway" ? t.gateway : t.bare, c, DURATION, t.headers);
-            cell[which].push(run);
-            say(`round ${round + 1}/${ROUNDS} ${t.name} ${which} c=${c}: ${fmt(run.rps)} rps, p50 ${run.p50Ms.toFixed(2)} ms, p99 ${run.p99Ms.toFixed(2)} ms, ${fmt(run.cpuUs)} µs CPU/req, errors ${run.errors}, other load ${(run.foreign * 100).toFixed(0)} %`);
+            const run =
+              which === "bare"
+                ? await measure(measured(bare.pid), t.bare, c, DURATION, [])
+                : await measure(measured(which.mesh.pid), `${which.mesh.gatewayUrl}${t.path(which)}`, c, DURATION, headersOf(t, which));
+            const name = which === "bare" ? "bare" : which.name;
+            cell[name].push(run);
+            say(`round ${round + 1}/${ROUNDS} ${t.key} ${name} c=${c}: ${fmt(run.rps)} rps, p50 ${run.p50Ms.toFixed(2)} ms, p99 ${run.p99Ms.toFixed(2)} ms, ${fmt(run.cpuUs)} µs CPU/req, errors ${run.errors}, other load ${(run.foreign * 100).toFixed(0)} %`);
           }
         }
       }
     }
 
-    // The expiry run: a mesh whose snapshots live EXPIRY_TTL seconds, read at 64 connections.
-    await mesh.stop();
-    // Snapshots written by the first mesh live 30 s: gone, so this one fills its own.
-    for (const k of await redis.keys("snap:*")) await redis.del(k);
-    mesh = await startMesh(meshEnv(EXPIRY_TTL), meshLog);
-    children.push(mesh);
-    const expiryUrl = `${mesh.gatewayUrl}/api/customers/cohorts`;
-    await runWrk(expiryUrl, 16, WARMUP_SECONDS, auth);
-    const expiries: Array<{ run: Run; fills: number; expiries: number }> = [];
-    for (let round = 0; round < ROUNDS; round++) {
-      const sets0 = (await redisCommandCalls(redis)).set ?? 0;
-      const run = await measure(measured(mesh.pid), expiryUrl, 64, EXPIRY_DURATION, auth);
-      const fills = ((await redisCommandCalls(redis)).set ?? 0) - sets0;
-      expiries.push({ run, fills, expiries: EXPIRY_DURATION / EXPIRY_TTL });
-      say(`expiry round ${round + 1}/${ROUNDS}: ${fmt(run.rps)} rps, p50 ${run.p50Ms.toFixed(2)} ms, p99 ${run.p99Ms.toFixed(2)} ms, ${fills} fills in ${EXPIRY_DURATION / EXPIRY_TTL} expiries, errors ${run.errors}`);
+    // The expiry runs: each side's mesh again with snapshots living EXPIRY_TTL seconds, alone, read at 64 connections.
+    for (const side of sides) await side.mesh.stop();
+    const expiries: Array<{ side: string; run: Run; fills: number; expiries: number }> = [];
+    for (const side of sides) {
+      // Snapshots written before live 30 s: gone, so this mesh fills its own.
+      for (const k of await redis.keys("snap:*")) await redis.del(k);
+      side.mesh = await startMesh(side.root, meshEnv(side, EXPIRY_TTL), meshLog);
+      children.push(side.mesh);
+      const url = `${side.mesh.gatewayUrl}/api/customers/cohorts`;
+      const auth = [`X-API-Key: ${side.key}`];
+      await runWrk(url, 16, WARMUP_SECONDS, auth);
+      for (let round = 0; round < ROUNDS; round++) {
+        const sets0 = (await redisCommandCalls(redis)).set ?? 0;
+        const run = await measure(measured(side.mesh.pid), url, 64, EXPIRY_DURATION, auth);
+        const fills = ((await redisCommandCalls(redis)).set ?? 0) - sets0;
+        expiries.push({ side: side.name, run, fills, expiries: EXPIRY_DURATION / EXPIRY_TTL });
+        say(`${side.name} expiry round ${round + 1}/${ROUNDS}: ${fmt(run.rps)} rps, p50 ${run.p50Ms.toFixed(2)} ms, p99 ${run.p99Ms.toFixed(2)} ms, ${fills} fills in ${EXPIRY_DURATION / EXPIRY_TTL} expiries, errors ${run.errors}`);
+      }
+      await side.mesh.stop();
     }
 
     // Report (stdout, Markdown).
+    const withBefore = sides.length > 1;
+    const med = (runs: Run[], f: (r: Run) => number) => (runs.length === 0 ? NaN : median(runs.map(f)));
+    const lat = (runs: Run[]) => `${med(runs, (r) => r.p50Ms).toFixed(2)} / ${med(runs, (r) => r.p99Ms).toFixed(2)}`;
     const lines: string[] = [];
     lines.push(`${new Date().toISOString().slice(0, 10)}, ${ROUNDS} rounds of ${DURATION} s, medians; ${PINNED ? `wrk on CPU ${LOAD_CPUS}, everything else on CPU ${SERVER_CPUS}` : "unpinned"}; budget ${RATE_LIMIT === "unlimited" ? "unlimited" : `${fmt(Number(RATE_LIMIT))}/h`}`);
     lines.push("");
-    lines.push("| route | conns | gateway rps | bare rps | ratio | goal | gateway p50 / p99 ms | bare p50 / p99 ms | CPU µs/req gateway / bare | backend CPU µs/req gateway / bare | Redis cmds/req | other load on server CPU |");
-    lines.push("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    const cols = withBefore ? ["gateway rps", "bare rps", "ratio", "goal", "before rps", "before ratio"] : ["gateway rps", "bare rps", "ratio", "goal"];
+    const who = withBefore ? "gateway / before / bare" : "gateway / bare";
+    const head = ["route", "conns", ...cols, `p50 / p99 ms ${who}`, `CPU µs/req ${who}`, `backend CPU µs/req ${who}`, "Redis cmds/req (gateway)", "other load on server CPU"];
+    lines.push(`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`);
     for (const t of targets) {
       for (const c of CONNECTIONS) {
-        const { gateway: g, bare: b } = results.get(`${t.name}|${c}`)!;
-        const med = (runs: Run[], f: (r: Run) => number) => median(runs.map(f));
-        const ratio = med(g, (r) => r.rps) / med(b, (r) => r.rps);
+        const cell = results.get(`${t.key}|${c}`)!;
+        const groups = withBefore ? [cell.gateway, cell.before, cell.bare] : [cell.gateway, cell.bare];
+        const ratio = med(cell.gateway, (r) => r.rps) / med(cell.bare, (r) => r.rps);
         const applies = t.goalAt === undefined || t.goalAt.includes(c);
         const verdict = !applies ? "–" : ratio >= t.goal ? `≥ ${t.goal} met` : `≥ ${t.goal} **not met**`;
         const cmds = new Map<string, number[]>();
-        for (const r of g) for (const [k, v] of Object.entries(r.redis)) cmds.set(k, [...(cmds.get(k) ?? []), v]);
+        for (const r of cell.gateway) for (const [k, v] of Object.entries(r.redis)) cmds.set(k, [...(cmds.get(k) ?? []), v]);
         const redisText = [...cmds].map(([k, v]) => `${k} ${median(v).toFixed(2)}`).join(", ") || "0";
-        const errs = [...g, ...b].reduce((s, r) => s + r.errors, 0);
-        lines.push(
-          `| ${t.name} vs ${t.bareName} | ${c} | ${fmt(med(g, (r) => r.rps))} | ${fmt(med(b, (r) => r.rps))} | **${ratio.toFixed(2)}** | ${verdict} | ` +
-            `${med(g, (r) => r.p50Ms).toFixed(2)} / ${med(g, (r) => r.p99Ms).toFixed(2)} | ${med(b, (r) => r.p50Ms).toFixed(2)} / ${med(b, (r) => r.p99Ms).toFixed(2)} | ` +
-            `${fmt(med(g, (r) => r.cpuUs))} / ${fmt(med(b, (r) => r.cpuUs))} | ${fmt(med(g, (r) => r.backendUs))} / ${fmt(med(b, (r) => r.backendUs))} | ${redisText} | ` +
-            `${fmt(med([...g, ...b], (r) => r.foreign) * 100)} %${errs > 0 ? ` (${errs} errors)` : ""} |`,
-        );
+        const all = groups.flat();
+        const errs = all.reduce((n, r) => n + r.errors, 0);
+        const row = [
+          `${t.name} vs ${t.bareName}`,
+          String(c),
+          fmt(med(cell.gateway, (r) => r.rps)),
+          fmt(med(cell.bare, (r) => r.rps)),
+          `**${ratio.toFixed(2)}**`,
+          verdict,
+          ...(withBefore ? [fmt(med(cell.before, (r) => r.rps)), (med(cell.before, (r) => r.rps) / med(cell.bare, (r) => r.rps)).toFixed(2)] : []),
+          groups.map(lat).join(" · "),
+          groups.map((g) => fmt(med(g, (r) => r.cpuUs))).join(" / "),
+          groups.map((g) => fmt(med(g, (r) => r.backendUs))).join(" / "),
+          redisText,
+          `${fmt(med(all, (r) => r.foreign) * 100)} %${errs > 0 ? ` (${errs} errors)` : ""}`,
+        ];
+        lines.push(`| ${row.join(" | ")} |`);
       }
     }
     lines.push("");
-    lines.push(`Expiry run: CACHE_TTL_SECONDS=${EXPIRY_TTL}, 64 connections, ${EXPIRY_DURATION} s per round`);
+    lines.push(`Expiry runs: CACHE_TTL_SECONDS=${EXPIRY_TTL}, 64 connections, ${EXPIRY_DURATION} s per round, fills = snapshot writes (Redis SET)`);
     lines.push("");
-    lines.push("| round | rps | p50 ms | p99 ms | p99 / p50 | fills | expiries | fills per expiry | errors |");
-    lines.push("|---|---|---|---|---|---|---|---|---|");
+    lines.push("| gateway | round | rps | p50 ms | p99 ms | p99 / p50 | fills | expiries | fills per expiry | errors |");
+    lines.push("|---|---|---|---|---|---|---|---|---|---|");
     expiries.forEach((e, i) => {
-      lines.push(`| ${i + 1} | ${fmt(e.run.rps)} | ${e.run.p50Ms.toFixed(2)} | ${e.run.p99Ms.toFixed(2)} | ${(e.run.p99Ms / e.run.p50Ms).toFixed(1)} | ${e.fills} | ${e.expiries} | ${(e.fills / e.expiries).toFixed(2)} | ${e.run.errors} |`);
+      lines.push(`| ${e.side} | ${(i % ROUNDS) + 1} | ${fmt(e.run.rps)} | ${e.run.p50Ms.toFixed(2)} | ${e.run.p99Ms.toFixed(2)} | ${(e.run.p99Ms / e.run.p50Ms).toFixed(1)} | ${e.fills} | ${e.expiries} | ${(e.fills / e.expiries).toFixed(2)} | ${e.run.errors} |`);
     });
     lines.push("");
     lines.push(`Load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(" ")}`);
     const logged = problems(meshLog);
-    if (logged.length > 0) lines.push("", "The mesh logged warnings or errors (first five):", "", ...logged.map((l) => `    ${l}`));
+    if (logged.length > 0) lines.push("", "The meshes logged warnings or errors (first five):", "", ...logged.map((l) => `    ${l}`));
     process.stdout.write(`${lines.join("\n")}\n`);
   } finally {
     redis?.disconnect();
@@ -473,11 +530,11 @@ async function main(): Promise<void> {
   }
 }
 
-/** CPU profiles of the mesh during 64 connections of cached reads, point reads and /healthz (the load only; BENCH_ONLY picks). */
-async function profile(env: Record<string, string>, logFile: string): Promise<void> {
+/** CPU profiles of one side's mesh during 64 connections of cached reads, point reads and /healthz (the load only; BENCH_ONLY picks). */
+async function profile(name: string, root: string, env: Record<string, string>, logFile: string): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "linquid-prof-"));
   const file = join(dir, "mesh.cpuprofile");
-  const mesh = await startMesh(env, logFile, file);
+  const mesh = await startMesh(root, env, logFile, file);
   const out: string[] = [];
   try {
     const { key, customerId } = await seed(mesh);
@@ -488,7 +545,7 @@ async function profile(env: Record<string, string>, logFile: string): Promise<vo
     for (const what of which) {
       const url = urls[what];
       await runWrk(url, 16, WARMUP_SECONDS, headers);
-      say(`profiling ${what} reads for ${DURATION} s`);
+      say(`profiling ${name}: ${what} reads for ${DURATION} s`);
       rmSync(`${file}.done`, { force: true });
       mesh.signal("SIGUSR2");
       const out1 = await runWrk(url, 64, DURATION, headers);
@@ -496,8 +553,10 @@ async function profile(env: Record<string, string>, logFile: string): Promise<vo
       for (let i = 0; i < 100 && !existsSync(`${file}.done`); i++) await new Promise((r) => setTimeout(r, 100));
       const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out1)?.[1] ?? NaN);
       const requests = Number(/(\d+) requests in/.exec(out1)?.[1] ?? NaN);
-      const title = `${titles[what]}, 64 connections, ${DURATION} s, ${fmt(rps)} rps`;
-      out.push(profileMarkdown(title, summarizeProfile(file, 20), requests), "");
+      out.push(profileMarkdown(`${name}: ${titles[what]}, 64 connections, ${DURATION} s, ${fmt(rps)} rps`, summarizeProfile(file, 20), requests), "");
+      // BENCH_PROFILE_DIR keeps the profiles (open them in Chrome DevTools or speedscope for a flame graph).
+      const keep = process.env["BENCH_PROFILE_DIR"];
+      if (keep !== undefined && keep !== "") copyFileSync(file, join(keep, `${name}-${what}.cpuprofile`));
     }
   } finally {
     await mesh.stop();
