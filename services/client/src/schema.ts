@@ -903,7 +903,7 @@ export interface operations {
     listCustomers: {
         parameters: {
             query?: {
-                /** @description >= 1; default 1. Not allowed with `cursor`. */
+                /** @description \>= 1; default 1. Not allowed with `cursor`. */
                 page?: number;
                 /** @description 1..100; default 20. */
                 limit?: number;
@@ -5568,7 +5568,7 @@ export interface operations {
             query?: {
                 start?: string;
                 end?: string;
-                /** @description >= 1; default 1. */
+                /** @description \>= 1; default 1. */
                 page?: number;
                 /** @description 1..1000; default 100. */
                 limit?: number;

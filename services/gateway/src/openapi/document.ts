@@ -385,9 +385,14 @@ const INTRODUCTION = `The Customers API of the Linquid link-attribution platform
 
 **Other answers.** An unknown route is 404 \`NOT_FOUND\`; a known path with another method 405 \`METHOD_NOT_ALLOWED\` with \`Allow\`. Every answer carries \`X-Request-Id\`; W3C \`traceparent\` is honoured.`;
 
+/** Comments as Markdown text: a line starting with ">" (">= 1; default 1") is not a quote. */
+function asMarkdown(comments: Readonly<Record<string, string>>): Record<string, string> {
+  return Object.fromEntries(Object.entries(comments).map(([name, text]) => [name, text.replace(/^>/gm, "\\>")]));
+}
+
 /** The document of `routes` (buildRoutes), served under `options.basePath`. */
 export function createOpenApiDocument(routes: readonly Route[], options: OpenApiOptions): OpenApiDocument {
-  const comments = options.comments ?? CONTRACT_COMMENTS;
+  const comments = asMarkdown(options.comments ?? CONTRACT_COMMENTS);
   const registry = createSchemaRegistry(comments);
   const groups = new Map<string, Route[]>();
   for (const r of routes) {
