@@ -36,6 +36,62 @@ type Kind = "click" | "lead" | "sale" | "custom";
  * order; weights revenue-weighted (by sale count when revenue is 0; without sales, as if one
  * followed the last click).
  */
+/** One sale's weights over its eligible clicks (ordered) and its integer parts (largest remainder, ties to the earlier). */
+function splitSale(model: string, eligible: readonly GenEvent[], sale: { at: number; amount: number }, halfLifeDays: number) {
+  const n = eligible.length;
+  let w: number[];
+  if (model === "first_touch") w = eligible.map((_, i) => (i === 0 ? 1 : 0));
+  else if (model === "last_touch") w = eligible.map((_, i) => (i === n - 1 ? 1 : 0));
+  else if (model === "linear") w = eligible.map(() => 1 / n);
+  else if (model === "position_based") w = n === 1 ? [1] : n === 2 ? [0.5, 0.5] : eligible.map((_, i) => (i === 0 || i === n - 1 ? 0.4 : 0.2 / (n - 2)));
+  else {
+    const raw = eligible.map((c) => 0.5 ** ((sale.at - c.at) / (halfLifeDays * 86_400_000)));
+    const sum = raw.reduce((x, y) => x + y, 0);
+    w = raw.map((r) => r / sum);
+  }
+  const exact = w.map((x) => sale.amount * x);
+  const parts = exact.map(Math.floor);
+  const byRemainder = exact.map((x, i) => [x - Math.floor(x), i] as const).sort((p, q) => q[0] - p[0] || p[1] - q[1]);
+  for (let k = 0, left = sale.amount - parts.reduce((x, y) => x + y, 0); left > 0; k++, left--) parts[byRemainder[k % n]![1]]! += 1;
+  return { w, parts };
+}
+
+/**
+ * The workspace report from the contract: the sales of customers with clicks whose UTC day lies
+ * in [loDay, hiDay], each split as above (time decay: half-life 7 days), summed per link,
+ * campaign or source; `sales` and `customers` count the sales and distinct customers that gave a
+ * key any weight. Deleted customers count.
+ */
+function workspaceModel(model: string, dim: "link" | "campaign" | "source", people: ReadonlyArray<{ id: string; clicks: readonly GenEvent[]; sales: readonly GenEvent[] }>, loDay = "0000", hiDay = "9999") {
+  const rows = new Map<string | null, { revenue: number; sales: number; customers: Set<string> }>();
+  const keyOf = (c: GenEvent) => (dim === "link" ? c.linkId! : dim === "campaign" ? (c.campaignId ?? null) : (c.source ?? null));
+  for (const p of people) {
+    if (p.clicks.length === 0) continue;
+    for (const sale of p.sales) {
+      const day = iso(sale.at).slice(0, 10);
+      if (day < loDay || day > hiDay) continue;
+      const before = p.clicks.filter((c) => c.at <= sale.at);
+      const eligible = before.length > 0 ? before : [p.clicks[0]!];
+      const { w, parts } = splitSale(model, eligible, { at: sale.at, amount: sale.amount! }, 7);
+      const credited = new Set<string | null>();
+      eligible.forEach((c, i) => {
+        const r = rows.get(keyOf(c)) ?? { revenue: 0, sales: 0, customers: new Set<string>() };
+        r.revenue += parts[i]!;
+        rows.set(keyOf(c), r);
+        if (w[i]! > 0 || parts[i]! > 0) credited.add(keyOf(c));
+      });
+      for (const k of credited) {
+        rows.get(k)!.sales += 1;
+        rows.get(k)!.customers.add(p.id);
+      }
+    }
+  }
+  return [...rows]
+    .filter(([, r]) => r.sales > 0)
+    .map(([key, r]) => ({ key, revenue: r.revenue, sales: r.sales, customers: r.customers.size }))
+    .sort((x, y) => (x.key === y.key ? 0 : x.key === null ? 1 : y.key === null ? -1 : x.key < y.key ? -1 : 1));
+}
+
 function creditsModel(model: string, clicks: readonly GenEvent[], sales: readonly GenEvent[], halfLifeDays: number) {
   if (clicks.length === 0) return [];
   const keyOf = (c: GenEvent) => JSON.stringify([c.linkId ?? null, c.campaignId ?? null, c.source ?? null]);
@@ -46,21 +102,7 @@ function creditsModel(model: string, clicks: readonly GenEvent[], sales: readonl
   for (const sale of list) {
     const before = clicks.filter((c) => c.at <= sale.at);
     const eligible = before.length > 0 ? before : [clicks[0]!];
-    const n = eligible.length;
-    let w: number[];
-    if (model === "first_touch") w = eligible.map((_, i) => (i === 0 ? 1 : 0));
-    else if (model === "last_touch") w = eligible.map((_, i) => (i === n - 1 ? 1 : 0));
-    else if (model === "linear") w = eligible.map(() => 1 / n);
-    else if (model === "position_based") w = n === 1 ? [1] : n === 2 ? [0.5, 0.5] : eligible.map((_, i) => (i === 0 || i === n - 1 ? 0.4 : 0.2 / (n - 2)));
-    else {
-      const raw = eligible.map((c) => 0.5 ** ((sale.at - c.at) / (halfLifeDays * 86_400_000)));
-      const sum = raw.reduce((x, y) => x + y, 0);
-      w = raw.map((r) => r / sum);
-    }
-    const exact = w.map((x) => sale.amount * x);
-    const parts = exact.map(Math.floor);
-    const byRemainder = exact.map((x, i) => [x - Math.floor(x), i] as const).sort((p, q) => q[0] - p[0] || p[1] - q[1]);
-    for (let k = 0, left = sale.amount - parts.reduce((x, y) => x + y, 0); left > 0; k++, left--) parts[byRemainder[k % n]![1]]! += 1;
+    const { w, parts } = splitSale(model, eligible, sale, halfLifeDays);
     eligible.forEach((c, i) => {
       const g = out.get(keyOf(c))!;
       g.weight += w[i]! * (total > 0 ? sale.amount / total : 1 / list.length);
@@ -345,6 +387,42 @@ describe("analytics invariants", () => {
           };
         });
         expect(ltv.map((r) => ({ cohort: r.cohort, customers: r.customers, revenue: r.revenue, cumulativeRevenue: r.cumulativeRevenue, ltv: r.ltv }))).toEqual(expected);
+
+        // The workspace attribution report: every model and grouping, all time and over whole
+        // days, from rollups; deleted customers count. Checked again after a rebuild.
+        const checkWorkspaceAttribution = async (label: string) => {
+          const loDay = iso(lo).slice(0, 10);
+          const hiDay = iso(hi).slice(0, 10);
+          for (const m of ["first_touch", "last_touch", "linear", "position_based", "time_decay"]) {
+            for (const dim of ["link", "campaign", "source"] as const) {
+              for (const [from, to] of [[undefined, undefined], [loDay, hiDay], [loDay, undefined], [undefined, hiDay]] as const) {
+                const rows = (await a.getWorkspaceAttribution({ workspaceId: ws, model: m, groupBy: dim, start: from, end: to })).rows;
+                const got = rows.map((r) => ({ key: r.key ?? null, revenue: Number(r.revenue), sales: Number(r.sales), customers: Number(r.customers) }));
+                const what = `${label} workspace attribution ${m} by ${dim} ${from}..${to}`;
+                // Most revenue first, then by key, null last.
+                expect(got.map((r) => r.revenue), what).toEqual([...got.map((r) => r.revenue)].sort((x, y) => y - x));
+                const want = workspaceModel(m, dim, model, from, to);
+                const byKey = [...got].sort((x, y) => (x.key === y.key ? 0 : x.key === null ? 1 : y.key === null ? -1 : x.key < y.key ? -1 : 1));
+                expect(byKey.map(({ revenue: _r, ...k }) => k), what).toEqual(want.map(({ revenue: _r, ...k }) => k));
+                // Integer splits are exact; time decay's up to how floating point rounds a near-tie (1 per sale).
+                if (m === "time_decay") byKey.forEach((x, i) => expect(Math.abs(x.revenue - want[i]!.revenue), what).toBeLessThanOrEqual(want[i]!.sales));
+                else expect(byKey.map((x) => x.revenue), what).toEqual(want.map((x) => x.revenue));
+                // Over all keys: exactly the revenue of the period's sales by customers with clicks.
+                const total = model
+                  .filter((c) => c.clicks.length > 0)
+                  .flatMap((c) => c.sales)
+                  .filter((e) => iso(e.at).slice(0, 10) >= (from ?? "0000") && iso(e.at).slice(0, 10) <= (to ?? "9999"))
+                  .reduce((n, e) => n + e.amount!, 0);
+                expect(got.reduce((n, x) => n + x.revenue, 0), what).toBe(total);
+              }
+            }
+          }
+        };
+        await checkWorkspaceAttribution("ingested");
+        if (s.recalc % 2 === 1) {
+          await a.rebuildWorkspace({ workspaceId: ws });
+          await checkWorkspaceAttribution("rebuilt");
+        }
 
         // Per customer: journey, summary, attribution, stats; deleted ones answer NotFound.
         const ts = (t: Timestamp | undefined) => (t === undefined ? undefined : timestampDate(t).getTime());
