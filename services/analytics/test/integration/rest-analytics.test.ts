@@ -64,6 +64,72 @@ describe("analytics over REST", () => {
     expect(bad.body.error.details.map((d: { field: string }) => d.field).sort()).toEqual(["halfLifeDays", "model"]);
   });
 
+  it("reports the workspace's revenue credited per link, campaign or source, re-credited by a late click, deleted customers included", async () => {
+    const { key } = await mesh.workspace({ currency: "USD" });
+    const track = async (events: unknown[]) => {
+      const r = await mesh.request("POST", "/track/batch", { key, body: { events } });
+      expect(r.status).toBe(200);
+      return r.body.data.results as Array<{ customerId: string | null }>;
+    };
+    await track([
+      { type: "click", clickId: "w1", linkId: "lnk_a", campaignId: "spring", source: "google", timestamp: "2026-02-01T00:00:00Z" },
+      { type: "click", clickId: "w2", linkId: "lnk_b", timestamp: "2026-02-08T00:00:00Z" },
+      { type: "lead", externalId: "wa", clickId: "w1", eventId: "wl1", timestamp: "2026-02-01T00:00:00Z" },
+      { type: "lead", externalId: "wa", clickId: "w2", eventId: "wl2", timestamp: "2026-02-08T00:00:00Z" },
+      { type: "sale", externalId: "wa", amount: 1000, currency: "USD", invoiceId: "wi1", timestamp: "2026-02-10T00:00:00Z" },
+      { type: "click", clickId: "w3", linkId: "lnk_a", campaignId: "spring", timestamp: "2026-02-20T00:00:00Z" },
+      { type: "lead", externalId: "wb", clickId: "w3", eventId: "wl3", timestamp: "2026-02-20T00:00:00Z" },
+      { type: "sale", externalId: "wb", amount: 500, currency: "USD", invoiceId: "wi2", timestamp: "2026-02-21T00:00:00Z" },
+      { type: "sale", externalId: "wb", amount: 300, currency: "USD", invoiceId: "wi3", timestamp: "2026-03-05T00:00:00Z" },
+      // A customer without clicks: its sale is credited to nobody.
+      { type: "sale", externalId: "wc", amount: 70, currency: "USD", invoiceId: "wi4", timestamp: "2026-02-11T00:00:00Z" },
+    ]);
+    const report = async (query: string) => {
+      const r = await mesh.request("GET", `/analytics/attribution?${query}`, { key });
+      expect(r.status).toBe(200);
+      return r.body.data;
+    };
+    expect(await report("model=first_touch&group_by=link")).toEqual([{ key: "lnk_a", revenue: 1800, sales: 3, customers: 2 }]);
+    // A click tracked late, before every other click of "wa": its sale's first touch moves to it.
+    await track([
+      { type: "click", clickId: "w0", linkId: "lnk_c", timestamp: "2026-01-15T00:00:00Z" },
+      { type: "lead", externalId: "wa", clickId: "w0", eventId: "wl0", timestamp: "2026-01-15T00:00:00Z" },
+    ]);
+    const firstTouch = [
+      { key: "lnk_c", revenue: 1000, sales: 1, customers: 1 },
+      { key: "lnk_a", revenue: 800, sales: 2, customers: 1 },
+    ];
+    expect(await report("model=first_touch&group_by=link")).toEqual(firstTouch);
+    // By sale day: February, then March, where "wb" counts once more (it credited lnk_a before).
+    expect(await report("model=first_touch&group_by=link&start=2026-02-01&end=2026-02-28")).toEqual([
+      { key: "lnk_c", revenue: 1000, sales: 1, customers: 1 },
+      { key: "lnk_a", revenue: 500, sales: 1, customers: 1 },
+    ]);
+    expect(await report("model=first_touch&group_by=link&start=2026-03-01")).toEqual([{ key: "lnk_a", revenue: 300, sales: 1, customers: 1 }]);
+    expect(await report("model=first_touch&group_by=link&end=2026-01-31")).toEqual([]);
+    // Linear by campaign: "wa"'s 1,000 over three clicks, two without a campaign (null).
+    const linear = [
+      { key: "spring", revenue: 1133, sales: 3, customers: 2 },
+      { key: null, revenue: 667, sales: 1, customers: 1 },
+    ];
+    expect(await report("model=linear&group_by=campaign")).toEqual(linear);
+    const sources = await report("model=time_decay&group_by=source");
+    expect(sources.reduce((n: number, r: { revenue: number }) => n + r.revenue, 0)).toBe(1800);
+    // A deleted customer keeps counting.
+    const wb = await mesh.request("GET", "/customers/ext_wb", { key });
+    expect((await mesh.request("DELETE", `/customers/${wb.body.data.id}`, { key })).status).toBeLessThan(300);
+    expect(await report("model=first_touch&group_by=link")).toEqual(firstTouch);
+    expect(await report("model=linear&group_by=campaign")).toEqual(linear);
+    // Refusals: model and group_by are required, ranges are whole UTC days.
+    const bad = await mesh.request("GET", "/analytics/attribution?group_by=week&start=2026-02-01T00:00:00Z", { key });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.details.map((d: { field: string }) => d.field).sort()).toEqual(["group_by", "model", "start"]);
+    const reversed = await mesh.request("GET", "/analytics/attribution?model=linear&group_by=link&start=2026-03-01&end=2026-02-01", { key });
+    expect(reversed.status).toBe(400);
+    const { key: narrow } = await mesh.workspace({ currency: "USD", scopes: ["links:read"] });
+    expect((await mesh.request("GET", "/analytics/attribution?model=linear&group_by=link", { key: narrow })).status).toBe(403);
+  });
+
   it("caches reads and makes the next read fresh after a track call", async () => {
     const { key } = await mesh.workspace({ currency: "USD" });
     await mesh.request("POST", "/track/sale", { key, body: { externalId: "u1", amount: 100, currency: "USD", invoiceId: "a", timestamp: "2026-01-10T00:00:00Z" } });
