@@ -206,10 +206,10 @@ describe("analytics replicas on one database", () => {
     }
   }
 
-  /** Cells (non-zero ones) and totals as stored, in a comparable form. */
+  /** Cells (non-zero ones; cohort, LTV and attribution), totals and sale credits as stored, in a comparable form. */
   async function snapshot(ws: string) {
     const cells: unknown[] = [];
-    for (const name of ["cohort_cells", "cohort_day_cells", "ltv_cells"]) {
+    for (const name of ["cohort_cells", "cohort_day_cells", "ltv_cells", "attribution_cells", "attribution_day_cells", "attribution_return_cells"]) {
       const docs = await db.collection(name).find({ workspaceId: ws }).sort({ _id: 1 }).toArray();
       cells.push(...docs.filter((d) => ["customers", "leads", "sales", "revenue", "customersWithSale"].some((k) => typeof d[k] === "number" && d[k] !== 0)));
     }
@@ -221,7 +221,9 @@ describe("analytics replicas on one database", () => {
       sources: sortBy(t["sources"], "id"),
       revenueByMonth: sortBy(t["revenueByMonth"], "month"),
     }));
-    return { cells, totals };
+    // What each sale credits (the attribution cells' source), without its compare-and-set version.
+    const credits = (await db.collection("sale_credits").find({ workspaceId: ws }).sort({ _id: 1 }).toArray()).map(({ v: _v, ...c }) => c);
+    return { cells, totals, credits };
   }
 
   async function assertMatchesRecomputation(ws: string, events: readonly Ev[], customerOf: ReadonlyMap<string, string>): Promise<void> {
@@ -259,6 +261,7 @@ describe("analytics replicas on one database", () => {
     }
     // The cells kept incrementally by every replica are exactly what a rebuild computes from scratch.
     const before = await snapshot(ws);
+    expect(before.credits.length).toBeGreaterThan(0);
     await clients[0]!.rebuildWorkspace({ workspaceId: ws });
     expect(await snapshot(ws)).toEqual(before);
   }
