@@ -24,7 +24,7 @@
  * A refresh is idempotent, so recovery may repeat it; a crash between a sale's write and its
  * `$inc`s leaves the op's marker, and recovery then rebuilds the workspace (rollups.ts).
  */
-import { pauseBeforeRetry } from "@linquid/mesh";
+import { newId, pauseBeforeRetry } from "@linquid/mesh";
 import type { ClickTouch } from "./attribution.js";
 import { accumulateSale, customerSaleRows, dayOf, nonZeroDeltas, sameRows, type AttributionDelta, type SaleTouch } from "./attribution-cells.js";
 import type { AnalyticsRepository, AttributionHeadDoc, EventDoc, SaleCreditDoc } from "./repository.js";
@@ -54,6 +54,7 @@ export class AttributionRollups {
   /** Recomputes the credits of these customers' sales from their stored clicks and sales and moves the cells by the difference. */
   async refresh(ws: string, customerIds: readonly string[]): Promise<void> {
     const deadline = Date.now() + CONTENTION_MS;
+    const token = newId("ref");
     let pending = [...new Set(customerIds)];
     for (let attempt = 0; pending.length > 0; attempt++) {
       if (attempt > 0) await pauseBeforeRetry(attempt, deadline, "customer attribution keeps changing; retry");
@@ -64,26 +65,35 @@ export class AttributionRollups {
       for (const e of events) if (e.customerId !== null) byCustomer.get(e.customerId)?.push(e);
       const stored = new Map((await this.repo.findSaleCredits(events.filter((e) => e.type === "sale").map((e) => e._id))).map((d) => [d._id, d]));
       const deltas = new Map<string, AttributionDelta>();
-      const results = await Promise.all(
-        pending.map(async (customerId) => {
-          const next = saleCreditDocs(ws, customerId, byCustomer.get(customerId)!, 0);
-          const writes = next
-            .map((doc) => ({ doc, old: stored.get(doc._id) }))
-            .filter(({ doc, old }) => old === undefined || !sameRows(old.rows, doc.rows));
-          const won = await Promise.all(writes.map(({ doc, old }) => this.repo.writeSaleCredits({ ...doc, v: (old?.v ?? 0) + 1 }, old?.v ?? 0)));
-          writes.forEach(({ doc, old }, i) => {
-            if (!won[i]) return;
-            if (old !== undefined) accumulateSale(deltas, ws, old.day, old.rows, -1);
-            accumulateSale(deltas, ws, doc.day, doc.rows, 1);
-          });
-          return { customerId, lost: won.some((w) => !w) };
-        }),
-      );
+      // New sales' first credits in one insert (the common case: a sale tracked in time); sales
+      // re-credited by a late click one conditional replace each (each must know its outcome).
+      const firsts: SaleCreditDoc[] = [];
+      const changes: Array<{ doc: SaleCreditDoc; old: SaleCreditDoc }> = [];
+      for (const customerId of pending) {
+        for (const doc of saleCreditDocs(ws, customerId, byCustomer.get(customerId)!, 1)) {
+          const old = stored.get(doc._id);
+          if (old === undefined) firsts.push(doc);
+          else if (!sameRows(old.rows, doc.rows)) changes.push({ doc: { ...doc, v: old.v + 1 }, old });
+        }
+      }
+      const [taken, replaced] = await Promise.all([
+        this.repo.insertSaleCreditsNew(firsts),
+        Promise.all(changes.map(({ doc, old }) => this.repo.replaceSaleCredits(doc, old.v))),
+      ]);
+      const lost = new Set<string>();
+      for (const doc of firsts) {
+        if (taken.has(doc._id)) lost.add(doc.customerId);
+        else accumulateSale(deltas, ws, doc.day, doc.rows, 1);
+      }
+      changes.forEach(({ doc, old }, i) => {
+        if (!replaced[i]) return void lost.add(doc.customerId);
+        accumulateSale(deltas, ws, old.day, old.rows, -1);
+        accumulateSale(deltas, ws, doc.day, doc.rows, 1);
+      });
       await this.repo.applyAttributionDeltas(nonZeroDeltas(deltas));
-      const moved = await Promise.all(
-        results.map(async ({ customerId, lost }) => !lost && (await this.repo.moveAttributionHead(ws, customerId, heads.get(customerId) ?? 0))),
-      );
-      pending = results.filter((_, i) => !moved[i]).map((r) => r.customerId);
+      const moves = pending.filter((c) => !lost.has(c)).map((customerId) => ({ customerId, expected: heads.get(customerId) ?? 0 }));
+      const moved = await this.repo.moveAttributionHeads(ws, moves, token);
+      pending = pending.filter((c) => !moved.has(c));
     }
   }
 

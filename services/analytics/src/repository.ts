@@ -100,6 +100,8 @@ export interface AttributionHeadDoc {
   workspaceId: string;
   customerId: string;
   v: number;
+  /** The refresh that moved it last (tells a writer whether its move of a bulk won). */
+  by?: string;
 }
 
 export interface AttributionCellDoc {
@@ -493,20 +495,47 @@ export class AnalyticsRepository {
     return new Map(docs.map((d) => [d.customerId, d.v]));
   }
 
-  /** Moves a customer's attribution version from `expected` (0 = none yet) to the next; false when another writer moved it first. */
-  async moveAttributionHead(ws: string, customerId: string, expected: number): Promise<boolean> {
-    if (expected === 0) return insertIfAbsent(this.attributionHeads, { _id: `${ws}:${customerId}`, workspaceId: ws, customerId, v: 1 });
-    const r = await dbCall("attribution_heads", "updateOne", (o) => this.attributionHeads.updateOne({ _id: `${ws}:${customerId}`, v: expected }, { $set: { v: expected + 1 } }, o));
-    return r.matchedCount === 1;
+  /**
+   * Moves customers' attribution versions from the ones read (0 = none yet) to the next, as
+   * refresh `token`, in at most two commands (an insert of first versions, a bulk of conditional
+   * updates); returns the customers whose move won. When some update did not match, the heads are
+   * read back: a move counts as won only while the head still carries it (one moved on by another
+   * writer since counts as lost, and its refresh runs again, which is harmless).
+   */
+  async moveAttributionHeads(ws: string, moves: ReadonlyArray<{ customerId: string; expected: number }>, token: string): Promise<Set<string>> {
+    const inserts = moves.filter((m) => m.expected === 0);
+    const updates = moves.filter((m) => m.expected !== 0);
+    const [taken, matched] = await Promise.all([
+      insertManyNew(this.attributionHeads, inserts.map((m) => ({ _id: `${ws}:${m.customerId}`, workspaceId: ws, customerId: m.customerId, v: 1, by: token }))),
+      updates.length === 0
+        ? Promise.resolve(0)
+        : dbCall("attribution_heads", "bulkWrite", async (o) => {
+            const ops: AnyBulkWriteOperation<AttributionHeadDoc>[] = updates.map((m) => ({
+              updateOne: { filter: { _id: `${ws}:${m.customerId}`, v: m.expected }, update: { $set: { v: m.expected + 1, by: token } } },
+            }));
+            return (await this.attributionHeads.bulkWrite(ops, { ...o, ordered: false })).matchedCount;
+          }),
+    ]);
+    const won = new Set(inserts.filter((m) => !taken.has(`${ws}:${m.customerId}`)).map((m) => m.customerId));
+    if (matched === updates.length) for (const m of updates) won.add(m.customerId);
+    else {
+      const now = new Map((await this.byIds(this.attributionHeads, updates.map((m) => `${ws}:${m.customerId}`))).map((d) => [d.customerId, d]));
+      for (const m of updates) if (now.get(m.customerId)?.by === token && now.get(m.customerId)?.v === m.expected + 1) won.add(m.customerId);
+    }
+    return won;
   }
 
   findSaleCredits(saleIds: readonly string[]): Promise<SaleCreditDoc[]> {
     return this.byIds(this.saleCredits, saleIds);
   }
 
-  /** Writes a sale's credits if they are still at version `expected` (0 = none stored); false when another writer was first. */
-  async writeSaleCredits(doc: SaleCreditDoc, expected: number): Promise<boolean> {
-    if (expected === 0) return insertIfAbsent(this.saleCredits, doc);
+  /** Inserts first credits of sales in one command; returns the `_id`s another writer stored first. */
+  insertSaleCreditsNew(docs: readonly SaleCreditDoc[]): Promise<Set<string>> {
+    return insertManyNew(this.saleCredits, docs);
+  }
+
+  /** Replaces a sale's credits if they are still at version `expected`; false when another writer was first. */
+  async replaceSaleCredits(doc: SaleCreditDoc, expected: number): Promise<boolean> {
     const { _id, ...rest } = doc;
     const r = await dbCall("sale_credits", "replaceOne", (o) => this.saleCredits.replaceOne({ _id, v: expected }, rest, o));
     return r.matchedCount === 1;
