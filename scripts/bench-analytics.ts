@@ -156,6 +156,13 @@ async function main(): Promise<void> {
         ["ltv-cohorts", () => analytics.getLtvCohorts({ workspaceId: ws, months: 12 }), () => "/customers/ltv-cohorts?months=12"],
         ["journey", (i) => analytics.getJourney({ workspaceId: ws, id: ids[i % ids.length]! }), (i) => `/customers/${ids[i % ids.length]}/journey`],
         ["attribution", (i) => analytics.getAttribution({ workspaceId: ws, id: ids[i % ids.length]! }), (i) => `/customers/${ids[i % ids.length]}/attribution`],
+        ["attribution linear", (i) => analytics.getAttribution({ workspaceId: ws, id: ids[i % ids.length]!, model: "linear" }), (i) => `/customers/${ids[i % ids.length]}/attribution?model=linear`],
+        ["workspace attribution linear by campaign", () => analytics.getWorkspaceAttribution({ workspaceId: ws, model: "linear", groupBy: "campaign" }), () => "/analytics/attribution?model=linear&group_by=campaign"],
+        [
+          "workspace attribution time_decay by link, 90-day range",
+          () => analytics.getWorkspaceAttribution({ workspaceId: ws, model: "time_decay", groupBy: "link", start: new Date(Date.now() - 90 * 86_400_000).toISOString().slice(0, 10) }),
+          () => `/analytics/attribution?model=time_decay&group_by=link&start=${new Date(Date.now() - 90 * 86_400_000).toISOString().slice(0, 10)}`,
+        ],
       ];
       for (const [name, rpc, path] of shapes) {
         reads[name] = await timeIt(RUNS, rpc);
