@@ -6,24 +6,9 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { CustomersService } from "@linquid/contracts";
-import { runDetached, type Logger } from "@linquid/mesh";
+import { mapLimit, runDetached, type Logger } from "@linquid/mesh";
 import type { TotalsDoc } from "./repository.js";
 import type { WorkspaceCurrencies } from "./workspace-currency.js";
-
-/** Runs `fn` over `items`, at most `limit` at a time; results in order. */
-export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        out[i] = await fn(items[i]!);
-      }
-    }),
-  );
-  return out;
-}
 
 export class StatsPusher {
   private readonly pending = new Map<string, { ws: string; doc: TotalsDoc }>();

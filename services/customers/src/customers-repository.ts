@@ -14,7 +14,7 @@
  * customer-reads.ts.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { dbCall, ensureIndexes, insertIfAbsent, insertManyNew, newId, pauseBeforeRetry, type Logger } from "@linquid/mesh";
+import { dbCall, ensureIndexes, mapLimit, insertIfAbsent, insertManyNew, newId, pauseBeforeRetry, type Logger } from "@linquid/mesh";
 import type { Collection, Db, Filter, UpdateFilter } from "mongodb";
 import { CustomerCounts } from "./customer-counts.js";
 import { changes, deletedFields, isLiveIn, newCustomerDoc, type CustomerDoc, type MergeMode, type StatsDoc } from "./customer-doc.js";
@@ -366,14 +366,4 @@ export class MongoCustomersRepository implements CustomersRepository {
       this.logger?.warn("metadata index sync pending; the sweeper will finish it", { workspaceId, customerId, error: err instanceof Error ? err.message : String(err) });
     }
   }
-}
-
-/** Runs `fn` over `items`, at most `limit` at a time. */
-async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) await fn(items[next++]!);
-    }),
-  );
 }
