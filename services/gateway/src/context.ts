@@ -58,6 +58,8 @@ export interface GatewayRequest {
   requestId?: string;
   /** Set by routing. */
   route?: MatchedRoute;
+  /** Set by the reference: the path of one of the gateway's own pages, a label like a route's. */
+  ownRoute?: string;
   /** Set by auth. */
   principal?: Principal;
   /** Set by decode: the RPC request, workspace filled in from the principal. */

@@ -29,7 +29,7 @@ export function createObservePolicy(logger: Logger): Step {
       // Only a failure of the error map itself gets here without an answer; the pipeline answers 500.
       const status = answer?.status ?? 500;
       const code = answer === undefined ? "INTERNAL_ERROR" : (answer.code ?? "");
-      const route = req.route?.route.template ?? UNMATCHED;
+      const route = req.route?.route.template ?? req.ownRoute ?? UNMATCHED;
       const method = req.method;
       const sc = trace.getActiveSpan()?.spanContext();
       const traced = sc !== undefined && trace.isSpanContextValid(sc);
@@ -46,7 +46,7 @@ export function createObservePolicy(logger: Logger): Step {
       const workspaceId = req.principal?.workspaceId;
       logger.info("request", {
         method,
-        route: req.route === undefined ? null : route,
+        route: route === UNMATCHED ? null : route,
         status,
         ...(code !== "" ? { code } : {}),
         durationMs: Math.round(seconds * 10_000) / 10,

@@ -86,6 +86,7 @@ export function createReferencePolicy(options: ReferenceOptions): Step {
   const paths = new Set([OPENAPI_PATH, DOCS_PATH, RENDERER_PATH]);
   return async (req, next) => {
     if (!paths.has(req.path)) return next();
+    req.ownRoute = req.path;
     if (req.method !== "GET") throw new HttpError(405, "METHOD_NOT_ALLOWED", `method ${req.method} is not allowed here; use GET`, undefined, { allow: "GET" });
     if (req.path === OPENAPI_PATH) {
       req.responseHeaders.set("access-control-allow-origin", "*");

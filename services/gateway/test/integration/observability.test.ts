@@ -124,9 +124,12 @@ describe("access logs and metrics", () => {
     expect((await mesh.request("GET", `/customers/${id}`, { key: limited.key })).status).toBe(404);
     expect((await mesh.request("GET", `/customers/${id}`, { key: limited.key })).status).toBe(429);
     expect((await mesh.request("POST", "/track/click", { key: ws.key, body: { clickId: `clk-m-${Date.now()}`, linkId: "lnk_1" } })).status).toBe(200);
+    expect((await mesh.request("GET", "/openapi.json")).status).toBe(200);
 
     const after = await metrics(mesh);
     const delta = (name: string, labels: Record<string, string>) => sample(after, name, labels) - sample(before, name, labels);
+    // The gateway's own pages are labelled by their path, not as unmatched requests.
+    expect(delta("linquid_http_requests_total", { route: "/openapi.json", method: "GET", status: "200", code: "" })).toBe(1);
     expect(delta("linquid_http_requests_total", { route: "/customers/{id}", method: "GET", status: "200", code: "" })).toBe(3);
     expect(delta("linquid_http_requests_total", { route: "/customers/{id}", method: "GET", status: "429", code: "RATE_LIMITED" })).toBe(1);
     expect(delta("linquid_http_request_duration_seconds_count", { route: "/customers/{id}", method: "GET" })).toBe(5);
