@@ -39,6 +39,8 @@ describe("REST routes end to end", () => {
         "POST /track/lead",
         "POST /track/sale",
         "POST /track/event",
+        "POST /track/batch",
+        "GET /analytics/attribution?model=linear&group_by=link",
       ].sort(),
     );
   });

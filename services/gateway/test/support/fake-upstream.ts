@@ -132,6 +132,14 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
             record("TrackEvent", req.workspaceId, ctx);
             return { eventId: newId("evt"), customerId: "cus_x", duplicate: false };
           },
+          ingestEvents(req, ctx) {
+            record("IngestEvents", req.workspaceId, ctx);
+            return { results: req.events.map(() => ({ eventId: newId("evt"), duplicate: false })) };
+          },
+          getWorkspaceAttribution(req, ctx) {
+            record("GetWorkspaceAttribution", req.workspaceId, ctx);
+            return { rows: [] };
+          },
           getCohorts(req, ctx) {
             record("GetCohorts", req.workspaceId, ctx);
             if (req.groupBy !== undefined && !["week", "month", "campaign", "source"].includes(req.groupBy)) throw invalidArgument([{ field: "group_by", issue: "must be week, month, campaign or source" }]);
