@@ -16,10 +16,16 @@
  *
  * An event loop blocked past `downAfterMs` would make any timer fire before the answer that
  * arrived meanwhile is read; the verdict therefore waits one turn of the loop (setImmediate,
- * after pending I/O), so a busy process does not declare its database down.
+ * after pending I/O), so a busy process does not declare its database down. Nor does a busy
+ * machine: a `hello` unanswered while the process's queries keep returning (db-liveness.ts)
+ * is a database short of CPU, not a stopped one, so the verdict waits another `downAfterMs`
+ * for as long as some call was answered lately (in the second half of the first wait, then
+ * during each further one). A stopped or hung database
+ * answers nothing, and is found down as before.
  */
 import type { ConnectRouter } from "@connectrpc/connect";
 import { MongoClient } from "mongodb";
+import { databaseAnsweredSince } from "./db-liveness.js";
 import { unavailable } from "./errors.js";
 import { wrapHandlers } from "./handlers.js";
 import type { Logger } from "./logger.js";
@@ -40,6 +46,8 @@ export interface DatabaseWatchOptions {
   readonly intervalMs?: number;
   /** How long an unanswered `hello` takes to count as down (default 500 ms). */
   readonly downAfterMs?: number;
+  /** Whether the database answered another call at or after a time (default: any dbCall of this process). */
+  readonly answeredSince?: (since: number) => boolean;
   readonly logger?: Logger;
 }
 
@@ -47,6 +55,7 @@ export interface DatabaseWatchOptions {
 export function watchDatabase(uri: string, options: DatabaseWatchOptions = {}): DatabaseWatch {
   const intervalMs = options.intervalMs ?? 200;
   const downAfterMs = options.downAfterMs ?? 500;
+  const answeredSince = options.answeredSince ?? databaseAnsweredSince;
   const logger = options.logger;
   const client = new MongoClient(uri, {
     maxPoolSize: 1,
@@ -86,12 +95,19 @@ export function watchDatabase(uri: string, options: DatabaseWatchOptions = {}): 
   const ping = () => {
     if (stopped || pending !== undefined) return;
     const started = Date.now();
-    const timer = setTimeout(() => {
+    const verdict = (windowStart: number) => {
       // After pending I/O: an answer that arrived while the loop was busy is read first.
       setImmediate(() => {
-        if (pending?.started === started) markDown(`no answer to hello within ${downAfterMs} ms`);
+        if (pending?.started !== started) return;
+        if (!answeredSince(windowStart)) return markDown(`no answer to hello within ${Date.now() - started} ms, nor to any call`);
+        const next = Date.now();
+        pending.timer = setTimeout(() => verdict(next), downAfterMs);
+        pending.timer.unref();
       });
-    }, downAfterMs);
+    };
+    // Evidence from the second half of the first wait only: replies a database sent just
+    // before it stopped arrive in the first moments, and must not delay the verdict.
+    const timer = setTimeout(() => verdict(started + downAfterMs / 2), downAfterMs);
     timer.unref();
     pending = { started, timer };
     client
@@ -102,8 +118,10 @@ export function watchDatabase(uri: string, options: DatabaseWatchOptions = {}): 
         (err: unknown) => markDown(err instanceof Error ? err.message : String(err)),
       )
       .finally(() => {
-        clearTimeout(timer);
-        if (pending?.started === started) pending = undefined;
+        if (pending?.started === started) {
+          clearTimeout(pending.timer);
+          pending = undefined;
+        }
       });
   };
   const interval = setInterval(ping, intervalMs);

@@ -21,6 +21,7 @@
 import { SpanKind, trace } from "@opentelemetry/api";
 import { MongoBulkWriteError, MongoClient, type Collection, type CreateIndexesOptions, type Db, type Document, type IndexDescription, type IndexSpecification, type OptionalUnlessRequiredId } from "mongodb";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { noteDatabaseAnswer } from "./db-liveness.js";
 import { dbTimeout } from "./deadline.js";
 import { fromMongoError } from "./errors.js";
 import { mongoDuration, secondsSince } from "./metrics.js";
@@ -95,7 +96,9 @@ export async function dbCall<T>(collection: string, operation: string, fn: (opti
   let outcome = "ok";
   try {
     const options = dbTimeout();
-    return await inSpan(tracer, `mongodb.${operation} ${collection}`, { kind: SpanKind.CLIENT, attributes }, () => fn(options));
+    const result = await inSpan(tracer, `mongodb.${operation} ${collection}`, { kind: SpanKind.CLIENT, attributes }, () => fn(options));
+    noteDatabaseAnswer();
+    return result;
   } catch (err) {
     const ce = fromMongoError(err, `${collection}.${operation}`);
     outcome = OUTCOME_OF_CODE[ce.code] ?? "error";

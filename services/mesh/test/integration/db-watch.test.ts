@@ -1,7 +1,7 @@
 /**
  * The database watch (db-watch.ts) against a FerretDB of its own, stopped with SIGSTOP: found
  * down within a second, calls in flight and new ones fail with UNAVAILABLE, and the first answer
- * after SIGCONT brings it back.
+ * after SIGCONT brings it back; not while other calls of the process still get answers.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -52,5 +52,25 @@ describe("database watch", () => {
     expect(watch.down).toBe(false);
     expect(Date.now() - resumedAt).toBeLessThan(1000);
     expect(await watch.guard(async () => "answered again")).toBe("answered again");
+  });
+
+  it("keeps a database whose other calls still answer (a machine short of CPU) up, and finds it down once they stop too", async () => {
+    let answering = true;
+    const busy = watchDatabase(ferret.url, { answeredSince: () => answering });
+    try {
+      await new Promise((r) => setTimeout(r, 400));
+      expect(busy.down).toBe(false);
+      process.kill(ferret.pid, "SIGSTOP");
+      // Three times the silence that finds a database down when nothing else answers.
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(busy.down).toBe(false);
+      answering = false;
+      const t = Date.now();
+      while (!busy.down && Date.now() - t < 3000) await new Promise((r) => setTimeout(r, 20));
+      expect(busy.down).toBe(true);
+    } finally {
+      process.kill(ferret.pid, "SIGCONT");
+      await busy.stop();
+    }
   });
 });
