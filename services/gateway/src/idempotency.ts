@@ -57,7 +57,8 @@ export const MAX_KEPT_BODY_BYTES = 1024 * 1024;
 const KEY_SHAPE = /^[\x20-\x7e]{1,255}$/;
 /** Headers every answer gets anew: a replay carries its own request id and budget, not the first's. */
 const PER_REQUEST_HEADER = /^(x-request-id|x-ratelimit-.*)$/;
-const METHODS = new Set(["POST", "PATCH"]);
+/** Methods that take an Idempotency-Key (rest-api.md, "Developer platform"). */
+export const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set(["POST", "PATCH"]);
 
 const sha256 = (data: string | Buffer) => createHash("sha256").update(data).digest("hex");
 
@@ -118,7 +119,7 @@ export function createIdempotencyPolicy(options: IdempotencyPolicyOptions): Step
   };
 
   return async (req, next) => {
-    if (!METHODS.has(req.method)) return next();
+    if (!IDEMPOTENT_METHODS.has(req.method)) return next();
     const key = idempotencyKeyOf(req);
     const route = req.route?.route;
     const workspaceId = req.principal?.workspaceId;

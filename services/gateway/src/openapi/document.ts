@@ -14,7 +14,8 @@ import { CONTRACT_COMMENTS } from "@linquid/contracts";
 import { FieldMaskSchema } from "@bufbuild/protobuf/wkt";
 import { csvColumns } from "../stream-format.js";
 import type { HttpMethod, Route } from "../route-table.js";
-import { ERROR_CODE_MEANINGS, IDEMPOTENT_METHODS, operationErrors } from "./errors.js";
+import { IDEMPOTENT_METHODS } from "../idempotency.js";
+import { ERROR_CODE_MEANINGS, operationErrors } from "./errors.js";
 import { createSchemaRegistry, enumSchema, scalarSchema, SERVER_FIELDS, type JsonSchema, type SchemaRegistry } from "./json-schema.js";
 
 export type OpenApiDocument = Record<string, unknown> & { readonly paths: Record<string, Record<string, Operation>> };

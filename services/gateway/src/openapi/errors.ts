@@ -7,13 +7,11 @@
  */
 import { Code } from "@connectrpc/connect";
 import { mappingOf, POLICY_ERRORS as ERROR_MAP_POLICY_ERRORS, type ErrorMapping } from "../error-map.js";
+import { IDEMPOTENT_METHODS } from "../idempotency.js";
 import type { Route } from "../route-table.js";
 
 /** RPC codes an operation documents only when its route policy declares them. */
 const DECLARED_CODES: ReadonlySet<Code> = new Set([Code.NotFound, Code.AlreadyExists]);
-
-/** Methods that take an Idempotency-Key (rest-api.md, "Developer platform"). */
-export const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set(["POST", "PATCH"]);
 
 /** An error answer of the policy chain, and the routes it applies to. */
 interface PolicyError extends ErrorMapping {
