@@ -8,12 +8,15 @@
  * the default half-life (7 days): the report takes no half-life, so it can be kept at write time.
  * A key is credited by a sale when one of its clicks has a weight above 0 (or a part above 0).
  *
- * Cells (`$inc` upserts on deterministic ids):
- * - all-time `attribution_cells` (model, dim, key): revenue, sales, customers;
- * - `attribution_day_cells` (model, dim, sale day, key): revenue, sales, and the customers
- *   whose first credit to the key fell on that day;
- * - `attribution_return_cells` (model, dim, sale day, previous day, key): customers who credited
- *   the key on that day and, before it, last on the previous day.
+ * Cells (`$inc` upserts on deterministic ids), one document per dimension and key holding every
+ * model's figures side by side (`{ linear: { revenue, sales, customers }, … }`): a sale moves one
+ * document per key any model credits, not one per model and key — up to five times fewer of the
+ * upserts that are most of the write path:
+ * - all-time `attribution_cells` (dim, key): revenue, sales, customers;
+ * - `attribution_day_cells` (dim, sale day, key): revenue, sales, and the customers whose first
+ *   credit to the key fell on that day;
+ * - `attribution_return_cells` (dim, sale day, previous day, key): customers who credited the
+ *   key on that day and, before it, last on the previous day.
  *
  * Why the return cells: distinct customers do not add up over days, yet a range must count each
  * customer once. For one customer and key, let d1 < d2 < … be the days of its crediting sales and
@@ -94,41 +97,56 @@ export function customerSaleRows(clicksIn: readonly ClickTouch[], salesIn: reado
 
 export type AttributionCollection = "attribution_cells" | "attribution_day_cells" | "attribution_return_cells";
 
+/** A cell's figures under one model. */
+export interface ModelFigures {
+  revenue?: number;
+  sales?: number;
+  customers?: number;
+}
+
 export interface AttributionDelta {
   collection: AttributionCollection;
   id: string;
   fields: Record<string, string | null>;
-  inc: { revenue?: number; sales?: number; customers?: number };
+  /** `$inc` paths "<model>.<figure>" (model names are fixed identifiers, never user input). */
+  inc: Record<string, number>;
 }
 
 const enc = (k: string | null) => (k === null ? "n" : `k:${k}`);
-export const allTimeCellId = (ws: string, m: string, d: string, k: string | null) => `${ws}|${m}|${d}|${enc(k)}`;
-export const dayCellId = (ws: string, m: string, d: string, day: string, k: string | null) => `${ws}|${m}|${d}|${day}|${enc(k)}`;
-export const returnCellId = (ws: string, m: string, d: string, day: string, prev: string, k: string | null) => `${ws}|${m}|${d}|${day}|${prev}|${enc(k)}`;
+export const allTimeCellId = (ws: string, d: string, k: string | null) => `${ws}|${d}|${enc(k)}`;
+export const dayCellId = (ws: string, d: string, day: string, k: string | null) => `${ws}|${d}|${day}|${enc(k)}`;
+export const returnCellId = (ws: string, d: string, day: string, prev: string, k: string | null) => `${ws}|${d}|${day}|${prev}|${enc(k)}`;
 
 /** Adds `sign` × the cells of one sale's rows (sale day `day`) into `into`. */
 export function accumulateSale(into: Map<string, AttributionDelta>, ws: string, day: string, rows: readonly SaleRow[], sign: 1 | -1): void {
-  const add = (collection: AttributionCollection, id: string, fields: AttributionDelta["fields"], inc: Record<string, number>) => {
+  const add = (collection: AttributionCollection, id: string, fields: AttributionDelta["fields"], model: string, figures: Required<ModelFigures> | Pick<ModelFigures, "customers">) => {
     let d = into.get(id);
     if (d === undefined) {
       d = { collection, id, fields, inc: {} };
       into.set(id, d);
     }
-    const target = d.inc as Record<string, number>;
-    for (const [k, v] of Object.entries(inc)) target[k] = (target[k] ?? 0) + sign * v;
+    for (const [k, v] of Object.entries(figures)) {
+      const path = `${model}.${k}`;
+      d.inc[path] = (d.inc[path] ?? 0) + sign * v;
+    }
   };
   for (const row of rows) {
-    const base = { workspaceId: ws, model: row.m, dim: row.d, key: row.k };
+    const base = { workspaceId: ws, dim: row.d, key: row.k };
     const first = row.p === null ? 1 : 0;
-    add("attribution_cells", allTimeCellId(ws, row.m, row.d, row.k), base, { revenue: row.r, sales: 1, customers: first });
-    add("attribution_day_cells", dayCellId(ws, row.m, row.d, day, row.k), { ...base, day }, { revenue: row.r, sales: 1, customers: first });
-    if (typeof row.p === "string") add("attribution_return_cells", returnCellId(ws, row.m, row.d, day, row.p, row.k), { ...base, day, prev: row.p }, { customers: 1 });
+    add("attribution_cells", allTimeCellId(ws, row.d, row.k), base, row.m, { revenue: row.r, sales: 1, customers: first });
+    add("attribution_day_cells", dayCellId(ws, row.d, day, row.k), { ...base, day }, row.m, { revenue: row.r, sales: 1, customers: first });
+    if (typeof row.p === "string") add("attribution_return_cells", returnCellId(ws, row.d, day, row.p, row.k), { ...base, day, prev: row.p }, row.m, { customers: 1 });
   }
 }
 
-/** The deltas with any non-zero increment. */
+/** The deltas that change something, each without its zero increments. */
 export function nonZeroDeltas(m: Map<string, AttributionDelta>): AttributionDelta[] {
-  return [...m.values()].filter((d) => Object.values(d.inc).some((v) => v !== 0));
+  const out: AttributionDelta[] = [];
+  for (const d of m.values()) {
+    const inc = Object.fromEntries(Object.entries(d.inc).filter(([, v]) => v !== 0));
+    if (Object.keys(inc).length > 0) out.push({ ...d, inc });
+  }
+  return out;
 }
 
 /** Whether two row lists are the same (order included: both come from customerSaleRows). */

@@ -1,7 +1,7 @@
 /**
  * The workspace attribution report (GET /analytics/attribution) from the cells kept at write
- * time (attribution-cells.ts): without a range, the all-time cells of the model and dimension
- * (`O(keys)` documents); with one, the day cells of its days and the return cells of its days
+ * time (attribution-cells.ts), taking the model's figures from each: without a range, the
+ * all-time cells of the dimension (`O(keys)` documents); with one, the day cells of its days and the return cells of its days
  * whose previous day is before its start (`O(days × keys)` documents, plus one per returning
  * customer-day pattern), summed per key. Never a scan of raw events.
  */
@@ -27,21 +27,23 @@ export async function workspaceAttribution(
   const rows = new Map<string, AttributionReportRow>();
   const add = (cells: readonly AttributionCellDoc[], withAmounts: boolean) => {
     for (const c of cells) {
+      const figures = c[model];
+      if (figures === undefined) continue;
       const id = JSON.stringify(c.key);
       const row = rows.get(id) ?? { key: c.key, revenue: 0, sales: 0, customers: 0 };
       if (withAmounts) {
-        row.revenue += c.revenue ?? 0;
-        row.sales += c.sales ?? 0;
+        row.revenue += figures.revenue ?? 0;
+        row.sales += figures.sales ?? 0;
       }
-      row.customers += c.customers ?? 0;
+      row.customers += figures.customers ?? 0;
       rows.set(id, row);
     }
   };
-  if (range.startDay === undefined && range.endDay === undefined) add(await repo.attributionCellsOf(ws, model, dim), true);
+  if (range.startDay === undefined && range.endDay === undefined) add(await repo.attributionCellsOf(ws, dim), true);
   else {
     const from = range.startDay ?? "0000-00-00";
     const to = range.endDay ?? "9999-99-99";
-    const [days, returns] = await Promise.all([repo.attributionDayCellsOf(ws, model, dim, from, to), repo.attributionReturnCellsOf(ws, model, dim, from, to)]);
+    const [days, returns] = await Promise.all([repo.attributionDayCellsOf(ws, dim, from, to), repo.attributionReturnCellsOf(ws, dim, from, to)]);
     add(days, true);
     add(returns, false);
   }

@@ -9,6 +9,7 @@ import { runDetached, type Plugin } from "@linquid/mesh";
 import { AnalyticsHandler } from "./analytics-service.js";
 import { TrackCoalescer } from "./coalescer.js";
 import { Ingestion } from "./ingestion.js";
+import { migrateStoredForms } from "./migrations.js";
 import { SnapshotInvalidations } from "./invalidations.js";
 import { Recovery, SWEEP_EVERY_MS } from "./recovery.js";
 import { AnalyticsRepository } from "./repository.js";
@@ -27,6 +28,7 @@ const plugin: Plugin = {
     const currencies = new WorkspaceCurrencies(() => ctx.client(WorkspacesService));
     const stats = new StatsPusher(customers, currencies, ctx.logger);
     const ops = new WriteOps(repo, ctx.config.recoveryAfterMs);
+    await migrateStoredForms(repo, ops, ctx.logger);
     const invalidations = new SnapshotInvalidations(repo);
     const rollups = new Rollups(repo, ops, stats, invalidations);
     const ingestion = new Ingestion(repo, rollups, ops, stats, currencies, customers, ctx.logger);

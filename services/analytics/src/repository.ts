@@ -16,7 +16,8 @@ import type { AnyBulkWriteOperation, Collection, Db, Document, OptionalUnlessReq
 import { dbCall, dbStream, ensureIndexes, insertIfAbsent, insertManyNew } from "@linquid/mesh";
 import type { IncomingEvent } from "./validation.js";
 import { BucketLists, DEFAULT_BUCKET_SIZE, type ListDoc } from "./bucket-lists.js";
-import type { AttributionDelta, SaleRow } from "./attribution-cells.js";
+import type { Model } from "./attribution.js";
+import type { AttributionDelta, ModelFigures, SaleRow } from "./attribution-cells.js";
 import { parseTimeEntry, timeEntry, touchBefore, type CellDelta, type CohortDimension, type DayDimension, type AnchorMember, type TotalsState } from "./totals.js";
 
 export interface EventDoc extends Omit<IncomingEvent, "keyed"> {
@@ -104,18 +105,15 @@ export interface AttributionHeadDoc {
   by?: string;
 }
 
-export interface AttributionCellDoc {
+/** An attribution cell (attribution-cells.ts): a dimension's key, with every model's figures under the model's name. */
+export type AttributionCellDoc = {
   _id: string;
   workspaceId: string;
-  model: string;
   dim: string;
   key: string | null;
   day?: string;
   prev?: string;
-  revenue?: number;
-  sales?: number;
-  customers?: number;
-}
+} & { [model in Model]?: ModelFigures };
 
 export type OpKind = "ingest" | "register" | "recalculate";
 
@@ -232,9 +230,9 @@ export class AnalyticsRepository {
     await ensureIndexes(this.cohortCells, [{ key: { workspaceId: 1, dim: 1 }, name: "ws_dim" }]);
     await ensureIndexes(this.dayCells, [{ key: { workspaceId: 1, dim: 1, day: 1 }, name: "ws_dim_day" }]);
     await ensureIndexes(this.ltvCells, [{ key: { workspaceId: 1, cohortMonth: 1 }, name: "ws_month" }]);
-    await ensureIndexes(this.attributionCells, [{ key: { workspaceId: 1, model: 1, dim: 1 }, name: "ws_model_dim" }]);
-    await ensureIndexes(this.attributionDayCells, [{ key: { workspaceId: 1, model: 1, dim: 1, day: 1 }, name: "ws_model_dim_day" }]);
-    await ensureIndexes(this.attributionReturnCells, [{ key: { workspaceId: 1, model: 1, dim: 1, day: 1 }, name: "ws_model_dim_day" }]);
+    await ensureIndexes(this.attributionCells, [{ key: { workspaceId: 1, dim: 1 }, name: "ws_dim" }]);
+    await ensureIndexes(this.attributionDayCells, [{ key: { workspaceId: 1, dim: 1, day: 1 }, name: "ws_dim_day" }]);
+    await ensureIndexes(this.attributionReturnCells, [{ key: { workspaceId: 1, dim: 1, day: 1 }, name: "ws_dim_day" }]);
     // a rebuild's drop
     await ensureIndexes(this.saleCredits, [{ key: { workspaceId: 1 }, name: "workspace" }]);
     await ensureIndexes(this.attributionHeads, [{ key: { workspaceId: 1 }, name: "workspace" }]);
@@ -562,18 +560,18 @@ export class AnalyticsRepository {
     );
   }
 
-  attributionCellsOf(ws: string, model: string, dim: string): Promise<AttributionCellDoc[]> {
-    return dbCall("attribution_cells", "find", (o) => this.attributionCells.find({ workspaceId: ws, model, dim }, o).toArray());
+  attributionCellsOf(ws: string, dim: string): Promise<AttributionCellDoc[]> {
+    return dbCall("attribution_cells", "find", (o) => this.attributionCells.find({ workspaceId: ws, dim }, o).toArray());
   }
 
-  attributionDayCellsOf(ws: string, model: string, dim: string, fromDay: string, toDay: string): Promise<AttributionCellDoc[]> {
-    return dbCall("attribution_day_cells", "find", (o) => this.attributionDayCells.find({ workspaceId: ws, model, dim, day: { $gte: fromDay, $lte: toDay } }, o).toArray());
+  attributionDayCellsOf(ws: string, dim: string, fromDay: string, toDay: string): Promise<AttributionCellDoc[]> {
+    return dbCall("attribution_day_cells", "find", (o) => this.attributionDayCells.find({ workspaceId: ws, dim, day: { $gte: fromDay, $lte: toDay } }, o).toArray());
   }
 
   /** Return cells of the days in range whose previous day is before `fromDay` (attribution-cells.ts). */
-  attributionReturnCellsOf(ws: string, model: string, dim: string, fromDay: string, toDay: string): Promise<AttributionCellDoc[]> {
+  attributionReturnCellsOf(ws: string, dim: string, fromDay: string, toDay: string): Promise<AttributionCellDoc[]> {
     return dbCall("attribution_return_cells", "find", (o) =>
-      this.attributionReturnCells.find({ workspaceId: ws, model, dim, day: { $gte: fromDay, $lte: toDay }, prev: { $lt: fromDay } }, o).toArray(),
+      this.attributionReturnCells.find({ workspaceId: ws, dim, day: { $gte: fromDay, $lte: toDay }, prev: { $lt: fromDay } }, o).toArray(),
     );
   }
 

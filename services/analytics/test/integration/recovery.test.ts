@@ -13,6 +13,7 @@ import { pluginDatabase, startTestMesh, type TestMesh } from "@linquid/mesh/test
 import type { Db } from "mongodb";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { KEEP_MS, SnapshotInvalidations } from "../../src/invalidations.js";
+import { migrateStoredForms } from "../../src/migrations.js";
 import { Recovery } from "../../src/recovery.js";
 import { AnalyticsRepository, type EventDoc, type OpDoc, type TotalsDoc } from "../../src/repository.js";
 import { Rollups } from "../../src/rollups.js";
@@ -138,6 +139,30 @@ describe("recovery of interrupted writes", () => {
     await repo.dropWorkspaceRollups(ws);
     expect(await r.recovery.sweep()).toMatchObject({ rebuilt: 1 });
     expect(await figures(ws)).toEqual(before);
+  });
+
+  it("rebuilds a workspace whose attribution cells an older build wrote one per model, dropping their indexes", async () => {
+    const { id: ws } = await mesh.workspace({ currency: "USD" });
+    const a = mesh.host.client(AnalyticsService);
+    await a.trackClick({ workspaceId: ws, clickId: "c1", linkId: "lnk_a", campaignId: "spring", timestamp: timestampFromDate(new Date("2026-03-01T09:00:00Z")) });
+    await a.trackLead({ workspaceId: ws, externalId: "u1", clickId: "c1", eventId: "l1", timestamp: timestampFromDate(new Date("2026-03-01T10:00:00Z")) });
+    await a.trackSale({ workspaceId: ws, externalId: "u1", amount: 300n, currency: "USD", invoiceId: "i1", timestamp: timestampFromDate(new Date("2026-03-02T00:00:00Z")) });
+    const report = async () => (await a.getWorkspaceAttribution({ workspaceId: ws, model: "linear", groupBy: "link" })).rows.map((r) => [r.key, r.revenue, r.sales, r.customers]);
+    const before = await report();
+    expect(before).toEqual([["lnk_a", 300n, 1n, 1n]]);
+    // What the older build stored: a document per model, and its index.
+    await repo.attributionCells.insertOne({ _id: `${ws}|linear|link|k:lnk_a`, workspaceId: ws, model: "linear", dim: "link", key: "lnk_a", revenue: 300, sales: 1, customers: 1 } as never);
+    await repo.attributionCells.createIndex({ workspaceId: 1, model: 1, dim: 1 }, { name: "ws_model_dim" });
+    const r = replica();
+    await migrateStoredForms(repo, r.ops, createLogger("test", "error"));
+    expect((await repo.attributionCells.listIndexes().toArray()).map((i) => i["name"])).not.toContain("ws_model_dim");
+    expect(await r.ops.dueRebuilds(100)).toContain(ws);
+    expect(await r.recovery.sweep()).toMatchObject({ rebuilt: 1 });
+    expect(await repo.attributionCells.countDocuments({ workspaceId: ws, model: { $exists: true } } as never)).toBe(0);
+    expect(await report()).toEqual(before);
+    // Nothing left to migrate: a second start requests nothing.
+    await migrateStoredForms(repo, r.ops, createLogger("test", "error"));
+    expect(await r.ops.dueRebuilds(100)).not.toContain(ws);
   });
 
   it("answers the invalidation channel by cursor: every entry once past the overlap, repeats told by id, an expired cursor marked incomplete", async () => {

@@ -206,12 +206,28 @@ describe("analytics replicas on one database", () => {
     }
   }
 
+  /** A cell without its zero figures (top-level, or a model's in attribution cells) and models left without any. */
+  function withoutZeros(d: Record<string, unknown>): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(d)) {
+      if (v === 0) continue;
+      if (v !== null && typeof v === "object" && !Array.isArray(v) && !(v instanceof Date)) {
+        const inner = withoutZeros(v as Record<string, unknown>);
+        if (Object.keys(inner).length > 0) out[k] = inner;
+      } else out[k] = v;
+    }
+    return out;
+  }
+  const FIGURES = ["customers", "leads", "sales", "revenue", "customersWithSale"];
+  const hasFigures = (d: Record<string, unknown>): boolean =>
+    FIGURES.some((k) => typeof d[k] === "number") || Object.values(d).some((v) => v !== null && typeof v === "object" && !Array.isArray(v) && hasFigures(v as Record<string, unknown>));
+
   /** Cells (non-zero ones; cohort, LTV and attribution), totals and sale credits as stored, in a comparable form. */
   async function snapshot(ws: string) {
     const cells: unknown[] = [];
     for (const name of ["cohort_cells", "cohort_day_cells", "ltv_cells", "attribution_cells", "attribution_day_cells", "attribution_return_cells"]) {
       const docs = await db.collection(name).find({ workspaceId: ws }).sort({ _id: 1 }).toArray();
-      cells.push(...docs.filter((d) => ["customers", "leads", "sales", "revenue", "customersWithSale"].some((k) => typeof d[k] === "number" && d[k] !== 0)));
+      cells.push(...docs.map(withoutZeros).filter((d) => hasFigures(d)));
     }
     const sortBy = (list: Array<Record<string, unknown>>, k: string) => [...list].sort((a, b) => String(a[k]).localeCompare(String(b[k])));
     const totals = (await db.collection("customer_totals").find({ workspaceId: ws }).sort({ _id: 1 }).toArray()).map(({ version: _v, recentOps: _r, updatedAt: _u, ...t }) => ({

@@ -33,11 +33,11 @@ describe("workspace attribution cells", () => {
         for (const d of days) accumulateSale(cells, "ws", dayOf(new Date(d * DAY)), rows.get(`s${d}`)!, 1);
         const fromDay = dayOf(new Date(from * DAY));
         const toDay = dayOf(new Date(to * DAY));
-        const inRange = (c: AttributionDelta) => c.fields["model"] === "linear" && c.fields["dim"] === "link" && c.fields["day"]! >= fromDay && c.fields["day"]! <= toDay;
+        const inRange = (c: AttributionDelta) => c.fields["dim"] === "link" && c.fields["day"]! >= fromDay && c.fields["day"]! <= toDay;
         const counted = nonZeroDeltas(cells)
           .filter(inRange)
           .filter((c) => c.collection === "attribution_day_cells" || (c.collection === "attribution_return_cells" && c.fields["prev"]! < fromDay))
-          .reduce((n, c) => n + (c.inc.customers ?? 0), 0);
+          .reduce((n, c) => n + (c.inc["linear.customers"] ?? 0), 0);
         expect(counted).toBe(days.some((d) => d >= from && d <= to) ? 1 : 0);
       }),
     );

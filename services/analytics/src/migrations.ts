@@ -1,0 +1,32 @@
+/**
+ * Changes of the stored form that data written by an older build needs, run at start, each
+ * idempotent and cheap when there is nothing to change.
+ *
+ * Attribution cells, one document per model → one per key with every model's figures: the old
+ * documents (they have a `model` field) cannot be converted in place without double counting
+ * against writes already landing in the new form, so each workspace that has them gets a
+ * rebuild requested; the recovery sweeper runs it (it drops the workspace's rollups, old
+ * documents included, and recomputes them from the raw events). Until it has run, that
+ * workspace's attribution report is incomplete. The old indexes are dropped.
+ */
+import { dbCall, type Logger } from "@linquid/mesh";
+import type { AnalyticsRepository } from "./repository.js";
+import type { WriteOps } from "./write-ops.js";
+
+const OLD_ATTRIBUTION_INDEXES = ["ws_model_dim", "ws_model_dim_day"];
+
+export async function migrateStoredForms(repo: AnalyticsRepository, ops: WriteOps, logger: Logger): Promise<void> {
+  for (const col of [repo.attributionCells, repo.attributionDayCells, repo.attributionReturnCells]) {
+    const names = (await dbCall(col.collectionName, "listIndexes", (o) => col.listIndexes(o).toArray())).map((i) => i["name"] as string);
+    for (const name of names.filter((n) => OLD_ATTRIBUTION_INDEXES.includes(n))) {
+      await dbCall(col.collectionName, "dropIndex", (o) => col.dropIndex(name, o));
+    }
+  }
+  const stale = await dbCall("attribution_cells", "aggregate", (o) =>
+    repo.attributionCells.aggregate<{ _id: string }>([{ $match: { model: { $exists: true } } }, { $group: { _id: "$workspaceId" } }], o).toArray(),
+  );
+  for (const { _id: ws } of stale) {
+    await ops.requestRebuild(ws);
+    logger.info("attribution cells of an older build: rebuild requested", { workspaceId: ws });
+  }
+}
