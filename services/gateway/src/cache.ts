@@ -14,7 +14,8 @@
  *
  * A read costs one Redis round trip: `MGET gen:{ws} snap:{ws}:{hash}` (both keys carry the
  * workspace's hash tag, so they live in one cluster slot), the generation and the snapshot
- * compared here. A snapshot computed at a generation that was replaced meanwhile may still be
+ * compared here. A snapshot's value is its generation, its expiry (ms since the epoch) and the
+ * answer body, a line each. A snapshot computed at a generation that was replaced meanwhile may still be
  * written over a newer one (its read began before a write, its answer came after); it is then
  * never served, and only costs the next read a miss.
  *
@@ -23,6 +24,13 @@
  * so an expiry under load costs one fill per key per process, not one per open connection. A
  * request only joins a fill of the generation it read itself, so it never gets an answer
  * computed before a write it has seen acknowledged.
+ *
+ * Refresh ahead: waiting for a fill is what an expiry used to cost every open connection (the
+ * p99 of a busy key was the fill's duration). So a snapshot records when it expires, and the
+ * first read in the last quarter of its life computes the next one (that read is a MISS) while
+ * the other reads keep being served the current snapshot, which is still within its TTL — no
+ * snapshot is served past its TTL, and a key read steadily never expires. A key nobody read in
+ * that quarter expires and is filled as above. Still one fill per key per process per TTL.
  *
  * Only 200 answers are stored. Redis down → answers are computed (X-Cache: MISS), never an
  * error, and not shared (without a generation a fill cannot be told from one that predates a
@@ -82,17 +90,24 @@ export function snapshotKey(req: GatewayRequest, workspaceId: string): string {
 /** The generation a workspace without one is at (never written, or Redis restarted empty). */
 const NO_GENERATION = "0";
 
-/** A snapshot's stored value: its generation, a newline, the answer body. */
-export function snapshotValue(generation: string, body: string): string {
-  return `${generation}\n${body}`;
+/** A snapshot's stored value: its generation, when it expires (ms), the answer body, a line each. */
+export function snapshotValue(generation: string, expiresAt: number, body: string): string {
+  return `${generation}\n${expiresAt}\n${body}`;
 }
 
-/** The body of a stored snapshot when it was computed at `generation`, else undefined. */
-export function snapshotBody(value: string | null | undefined, generation: string): string | undefined {
+/** A stored snapshot's body and expiry when it was computed at `generation`, else undefined. */
+export function parseSnapshot(value: string | null | undefined, generation: string): { body: string; expiresAt: number } | undefined {
   if (value === null || value === undefined) return undefined;
   const nl = generation.length;
-  return value.length > nl && value.charCodeAt(nl) === 10 && value.startsWith(generation) ? value.slice(nl + 1) : undefined;
+  if (!(value.length > nl && value.charCodeAt(nl) === 10 && value.startsWith(generation))) return undefined;
+  const nl2 = value.indexOf("\n", nl + 1);
+  const expiresAt = nl2 < 0 ? NaN : Number(value.slice(nl + 1, nl2));
+  // A value without an expiry line (another format) is not served.
+  return Number.isInteger(expiresAt) ? { body: value.slice(nl2 + 1), expiresAt } : undefined;
 }
+
+/** The share of a snapshot's life, at its end, in which a read computes the next one (refresh ahead). */
+const REFRESH_AHEAD_SHARE = 0.25;
 
 /** Most workspaces remembered as owing a generation; beyond that, every snapshot is distrusted instead. */
 const MAX_OWED = 100_000;
@@ -183,10 +198,11 @@ export function createSnapshotCache(options: CacheOptions): SnapshotCache {
     try {
       const [gen, value] = await redisCall("mget", () => redis.mget(generationKey(ws), key));
       generation = gen ?? NO_GENERATION;
-      const body = now() >= distrustUntil ? snapshotBody(value, generation) : undefined;
-      if (body !== undefined) {
+      const snapshot = now() >= distrustUntil ? parseSnapshot(value, generation) : undefined;
+      // Served unless it is in its last quarter and nobody in this process is refreshing it yet.
+      if (snapshot !== undefined && (now() < snapshot.expiresAt - ttl * 1000 * REFRESH_AHEAD_SHARE || fills.has(`${generation}:${key}`))) {
         req.responseHeaders.set("x-cache", "HIT");
-        return { status: 200, body };
+        return { status: 200, body: snapshot.body };
       }
     } catch (err) {
       failed("read", err);
@@ -195,7 +211,8 @@ export function createSnapshotCache(options: CacheOptions): SnapshotCache {
     return fill(`${generation}:${key}`, async () => {
       const answer = await next();
       if (answer.status === 200) {
-        await redisCall("set", () => redis.set(key, snapshotValue(generation, answer.body), "PX", ttl * 1000)).catch((err: unknown) => failed("write", err));
+        const value = snapshotValue(generation, now() + ttl * 1000, answer.body);
+        await redisCall("set", () => redis.set(key, value, "PX", ttl * 1000)).catch((err: unknown) => failed("write", err));
       }
       return answer;
     });

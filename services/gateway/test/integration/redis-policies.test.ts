@@ -155,8 +155,8 @@ describe("snapshot cache in Redis", () => {
     const keys = await redis.keys(`*${ws}*`);
     expect(keys).toHaveLength(1);
     expect(keys[0]).toMatch(new RegExp(`^snap:\\{${ws}\\}:[0-9a-f]{64}$`));
-    // The value: the generation it was computed at (none written yet: "0"), then the body.
-    expect(await redis.get(keys[0]!)).toMatch(/^0\n\{"success":true/);
+    // The value: the generation it was computed at (none written yet: "0"), its expiry, then the body.
+    expect(await redis.get(keys[0]!)).toMatch(/^0\n\d{13}\n\{"success":true/);
     expect(keys.join()).not.toMatch(/secret|bob|carol|attribution/);
     const ttl = await redis.pttl(keys[0]!);
     expect(ttl).toBeGreaterThan(25_000);
@@ -252,6 +252,45 @@ describe("snapshot cache in Redis", () => {
     const r2 = request(ws2, "GET", "/customers/cohorts");
     await cache.policy(r2, compute());
     expect(r2.responseHeaders.get("x-cache")).toBe("HIT");
+    cache.stop();
+  });
+
+  it("refreshes a snapshot in its last quarter: one read computes the next while the others are served the current one, never past its TTL", async () => {
+    let t = Date.now();
+    const cache = createSnapshotCache({ redis, ttlOverrideSeconds: 40, maxTtlSeconds: 40, logger, now: () => t });
+    const ws = newId("ws");
+    let calls = 0;
+    let release: () => void = () => undefined;
+    const answer = async (): Promise<Answer> => {
+      const n = ++calls;
+      if (n > 1) await new Promise<void>((r) => (release = r));
+      return { status: 200, body: JSON.stringify({ success: true, n }) };
+    };
+    const read = async () => {
+      const r = request(ws, "GET", "/customers/cohorts");
+      const a = await cache.policy(r, answer);
+      return [r.responseHeaders.get("x-cache"), JSON.parse(a.body).n as number];
+    };
+    expect(await read()).toEqual(["MISS", 1]);
+    // Three quarters of its life: still served, nothing computed.
+    t += 29_000;
+    expect(await read()).toEqual(["HIT", 1]);
+    expect(calls).toBe(1);
+    // In its last quarter: the first read computes the next snapshot, the reads meanwhile are
+    // served the current one at once.
+    t += 2_000;
+    const refreshing = read();
+    for (let i = 0; i < 200 && calls < 2; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(calls).toBe(2);
+    expect(await Promise.all([read(), read(), read()])).toEqual([["HIT", 1], ["HIT", 1], ["HIT", 1]]);
+    release();
+    expect(await refreshing).toEqual(["MISS", 2]);
+    expect(await read()).toEqual(["HIT", 2]);
+    expect(calls).toBe(2);
+    // The new snapshot lives a whole TTL from its fill.
+    t += 29_000;
+    expect(await read()).toEqual(["HIT", 2]);
+    expect(calls).toBe(2);
     cache.stop();
   });
 
