@@ -1,7 +1,7 @@
 /** The runtime every plugin shares. */
 export { serviceAddress, type ServiceName } from "./addresses.js";
 export { accessRuleOf, createAuthorizationInterceptor, OPEN_SERVICES, refusal, type AccessRule } from "./authorization.js";
-export { mapLimit } from "./concurrency.js";
+export { mapLimit, readAhead } from "./concurrency.js";
 export { ALL_PLUGINS, ConfigError, loadConfig, type MeshConfig, type Plan, type PluginName } from "./config.js";
 export { pauseBeforeRetry } from "./contention.js";
 export { loadCredential, tlsFilesFromEnv, watchCredentials, type Credentials, type LoadedCredential, type TlsFiles } from "./credentials.js";
