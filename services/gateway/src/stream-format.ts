@@ -13,7 +13,7 @@
  *   a leading `'`, so a spreadsheet never runs it as a formula (OWASP, CSV injection).
  */
 import { ScalarType, type DescField, type DescMessage, type JsonValue, type Message } from "@bufbuild/protobuf";
-import { restJson } from "./transcoder.js";
+import { recordJson } from "./record-json.js";
 
 export type StreamFormat = "ndjson" | "csv";
 
@@ -35,10 +35,15 @@ export function recordWriter(record: DescMessage, format: StreamFormat): RecordW
 }
 
 function ndjsonWriter(record: DescMessage): RecordWriter {
+  const json = recordJson(record);
   return {
     contentType: "application/x-ndjson",
     head: "",
-    rows: (records) => records.map((r) => `${JSON.stringify(restJson(record, r))}\n`).join(""),
+    rows: (records) => {
+      let text = "";
+      for (const r of records) text += `${JSON.stringify(json(r))}\n`;
+      return text;
+    },
   };
 }
 
@@ -89,6 +94,7 @@ export function csvCell(value: JsonValue | undefined, text: boolean): string {
 
 function csvWriter(record: DescMessage): RecordWriter {
   const columns = csvColumns(record);
+  const recordJsonOf = recordJson(record);
   const row = (cells: string[]) => `${cells.join(",")}\r\n`;
   return {
     contentType: "text/csv; charset=utf-8",
@@ -96,7 +102,7 @@ function csvWriter(record: DescMessage): RecordWriter {
     rows: (records) =>
       records
         .map((r) => {
-          const json = restJson(record, r);
+          const json = recordJsonOf(r);
           return row(
             columns.map((c) => {
               let v: JsonValue | undefined = json;
