@@ -47,6 +47,40 @@ describe("TrackCoalescer", () => {
     ]);
   });
 
+  it("runs at most `inFlight` batches of a workspace; the calls that arrive meanwhile go together in the next", async () => {
+    const started: string[][] = [];
+    const gates: Array<() => void> = [];
+    const ingest = async (_ws: string, events: readonly IncomingEvent[]): Promise<TrackOutcome[]> => {
+      started.push(events.map((e) => e._id));
+      await new Promise<void>((r) => gates.push(r));
+      return events.map((e) => ({ eventId: e.eventId, customerId: null, duplicate: false }));
+    };
+    const c = new TrackCoalescer(ingest, 1, 500, 2);
+    const settle = () => new Promise((r) => setTimeout(r, 10));
+    const calls = [c.track("ws", event("a"))];
+    await settle();
+    calls.push(c.track("ws", event("b")));
+    await settle();
+    // Two batches run; everything after waits, gathered, whatever its window said.
+    for (const id of ["c", "d", "e"]) calls.push(c.track("ws", event(id)));
+    await settle();
+    calls.push(c.track("ws", event("f")));
+    await settle();
+    expect(started).toEqual([["a"], ["b"]]);
+    // Another workspace is not held up.
+    const other = c.track("ws2", event("x"));
+    await settle();
+    expect(started).toEqual([["a"], ["b"], ["x"]]);
+    gates.shift()!();
+    await settle();
+    expect(started).toEqual([["a"], ["b"], ["x"], ["c", "d", "e", "f"]]);
+    while (gates.length > 0) {
+      gates.shift()!();
+      await settle();
+    }
+    expect((await Promise.all([...calls, other])).map((o) => o.eventId)).toEqual(["evt_a", "evt_b", "evt_c", "evt_d", "evt_e", "evt_f", "evt_x"]);
+  });
+
   it("fails every call of a batch whose ingestion fails", async () => {
     const { ingest } = recorder((events) => events.length > 1);
     const c = new TrackCoalescer(ingest, 20);
