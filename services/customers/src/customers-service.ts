@@ -31,6 +31,7 @@ import { metadataOf, type CustomerDoc, type StatsDoc } from "./customer-doc.js";
 import type { CursorCodec, CursorScope } from "./cursor.js";
 import type { CustomersRepository } from "./customers-repository.js";
 import { canonicalFilters, checkFilters } from "./filters.js";
+import { pageWithTotal } from "./page-total.js";
 import type { Retrier } from "./retry-sweeper.js";
 import {
   checkExternalId,
@@ -91,7 +92,7 @@ export class CustomersHandler implements ServiceImpl<typeof CustomersService> {
     }
 
     const pageNo = query.page ?? 1;
-    const [page, total] = await Promise.all([this.repo.page(req.workspaceId, filters, sortOrder, { skip: (pageNo - 1) * limit }, limit), this.repo.count(req.workspaceId, filters)]);
+    const { page, total } = await pageWithTotal(this.repo, req.workspaceId, filters, sortOrder, (pageNo - 1) * limit, limit);
     return {
       customers: page.docs.map(toCustomer),
       pagination: {

@@ -160,6 +160,25 @@ describe("CustomersHandler", () => {
       expect(beyond.customers).toEqual([]);
       expect(beyond.pagination.value).toMatchObject({ page: 9, total: 45n, hasMore: false });
     });
+
+    it("counts a search only when its page does not show every match (page-total.ts)", async () => {
+      for (let i = 0; i < 25; i++) await h.createCustomer(createReq({ externalId: `u${i}`, name: i % 5 === 0 ? "Ada Lovelace" : "Grace Hopper" }));
+      const list = async (init: Record<string, unknown>) => {
+        repo.calls.length = 0;
+        const res = await h.listCustomers(create(ListCustomersRequestSchema, { workspaceId: WS, ...init }));
+        return { ids: res.customers.map((c) => c.externalId), p: res.pagination.value, counted: repo.calls.includes("count") };
+      };
+      // Every match on the page: its total, no count.
+      expect(await list({ search: "LOVE", limit: 20 })).toMatchObject({ ids: ["u20", "u15", "u10", "u5", "u0"], p: { total: 5n, totalPages: 1, hasMore: false }, counted: false });
+      // The last of several pages: the skipped matches and the page's.
+      expect(await list({ search: "hopper", limit: 8, page: 3 })).toMatchObject({ p: { total: 20n, totalPages: 3, hasMore: false }, counted: false });
+      // More follow: counted.
+      expect(await list({ search: "hopper", limit: 8 })).toMatchObject({ p: { total: 20n, hasMore: true }, counted: true });
+      // Past the end: an empty page says nothing of how many came before, so counted.
+      expect(await list({ search: "hopper", limit: 8, page: 9 })).toMatchObject({ ids: [], p: { total: 20n, hasMore: false }, counted: true });
+      // No match at all on page 1: zero, no count.
+      expect(await list({ search: "turing" })).toMatchObject({ ids: [], p: { total: 0n }, counted: false });
+    });
   });
 
   describe("id arguments", () => {
