@@ -64,3 +64,4 @@ export { CursorCodec } from "./cursor.js";
 export { keysetWindow } from "./keyset.js";
 export { CustomersHandler, toCustomer } from "./customers-service.js";
 export { MongoCustomersRepository, type CustomersRepository } from "./customers-repository.js";
+export { pageWithTotal } from "./page-total.js";
