@@ -18,6 +18,10 @@
  * of processes, meet only in atomic single-document writes (unique `_id`s, conditional updates,
  * compare-and-set on totals versions, `$inc`).
  *
+ * Deadlines: steps 1–4 run under the caller's deadline (a refusal there stores nothing); from
+ * the marker on, the write runs to its end under its own budget (WriteOps.finish), so a caller
+ * giving up never leaves a half-applied write for recovery to rebuild around.
+ *
  * Crash windows: before 4 nothing but click claims exist (harmless: they only say whose a click
  * is, and the retry of the batch attaches the stored clicks they name, as does any later event
  * naming them). The same holds for a batch refused during a rebuild. Between 4 and the totals write, the marker stays and recovery folds the op's events
@@ -30,7 +34,7 @@ import { performance } from "node:perf_hooks";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { CustomersService } from "@linquid/contracts";
 import { eventsIngested, invalidArgument, isUnavailable, newId, unavailable, violationsIn, type Logger } from "@linquid/mesh";
-import type { AnalyticsRepository, ClickOwnerDoc, EventDoc } from "./repository.js";
+import type { AnalyticsRepository, ClickOwnerDoc, EventDoc, TotalsDoc } from "./repository.js";
 import type { Rollups } from "./rollups.js";
 import type { StatsPusher } from "./stats-push.js";
 import type { IncomingEvent } from "./validation.js";
@@ -183,6 +187,26 @@ export class Ingestion {
     if (docs.length === 0) return this.finishOutcomes(out, sameAs, events);
     // Refused (UNAVAILABLE, nothing stored) while a rebuild of the workspace runs.
     await this.ops.begin({ _id: opId, workspaceId: ws, kind: "ingest", eventIds: [...docs.map((d) => d._id), ...storedUnowned.map((c) => `${ws}:click:${c}`)] });
+    // Past its marker, the write runs to its end under its own budget, whatever the caller's deadline.
+    const changed = await this.ops.finish(() => this.storeAndFold(ws, opId, docs, toStore, storedUnowned, owners, out));
+    mark("fold");
+    if (stats === "await") await this.stats.push(ws, changed);
+    else this.stats.enqueue(ws, changed);
+    mark("stats");
+    this.logger.debug("ingested", { workspaceId: ws, events: events.length, customers: stitchArgs.size, ms: phase });
+    return this.finishOutcomes(out, sameAs, events);
+  }
+
+  /** Steps 4–5 after the marker: store the events, attach clicks, fold; deletes the marker. Returns the totals written. */
+  private async storeAndFold(
+    ws: string,
+    opId: string,
+    docs: readonly EventDoc[],
+    toStore: readonly number[],
+    storedUnowned: readonly string[],
+    owners: ReadonlyMap<string, string>,
+    out: Array<TrackOutcome | undefined>,
+  ): Promise<TotalsDoc[]> {
     const dups = await this.repo.insertEvents(docs);
     const originals = new Map((await this.repo.findEvents([...dups])).map((d) => [d._id, d]));
     docs.forEach((d, k) => {
@@ -192,7 +216,6 @@ export class Ingestion {
       if (d.type === "click") out[i]!.customerId = null;
     });
     const fresh = docs.filter((d) => !dups.has(d._id));
-    mark("insert");
 
     const fold: EventDoc[] = fresh.filter((d) => d.customerId !== null);
     // Stored clicks this batch names that were unowned (above), and clicks this batch stored
@@ -206,15 +229,8 @@ export class Ingestion {
       if (click !== null) fold.push(click);
     }
     const changed = await this.rollups.foldInto(ws, opId, fold);
-    mark("fold");
-    if (stats === "await") await Promise.all([this.ops.end(opId), this.stats.push(ws, changed)]);
-    else {
-      await this.ops.end(opId);
-      this.stats.enqueue(ws, changed);
-    }
-    mark("stats");
-    this.logger.debug("ingested", { workspaceId: ws, events: events.length, customers: stitchArgs.size, ms: phase });
-    return this.finishOutcomes(out, sameAs, events);
+    await this.ops.end(opId);
+    return changed;
   }
 
   private finishOutcomes(out: Array<TrackOutcome | undefined>, sameAs: Map<number, number>, events: readonly IncomingEvent[]): TrackOutcome[] {

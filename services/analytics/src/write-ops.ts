@@ -27,7 +27,7 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { newId, remainingMs } from "@linquid/mesh";
+import { inheritedTimeoutMs, newId, remainingMs, runDetached, runWithDeadline } from "@linquid/mesh";
 import type { AnalyticsRepository, OpDoc, RebuildProgress } from "./repository.js";
 
 /** The least time a marker is left to its writer before recovery may take it over. */
@@ -87,12 +87,29 @@ export class WriteOps {
     return this.repo.deleteOp(opId);
   }
 
-  /** `begin`, `fn`, `end`. */
+  /**
+   * Runs a write's work right after its `begin` under a budget of its own — half the time before
+   * its marker is due (the longer of `staleMs` and the caller's remaining time) — instead of its
+   * caller's deadline. Why: every database call carries the
+   * caller's remaining time, so a caller that gives up — a deadline passing under overload —
+   * would stop the write midway and leave its marker to recovery, which rebuilds the workspace
+   * when cells may be short and refuses its writes meanwhile. A write past its marker finishes
+   * instead; its caller still gets its deadline error. The budget ends before the marker is due,
+   * so recovery never takes over a writer that is still running.
+   */
+  finish<T>(fn: () => Promise<T>): Promise<T> {
+    const budgetMs = Math.floor(Math.max(this.staleMs, inheritedTimeoutMs() ?? 0) / 2);
+    return runDetached(() => runWithDeadline(budgetMs, fn));
+  }
+
+  /** `begin`, then `fn` and `end` under the write's own budget (`finish`). */
   async run<T>(op: Omit<OpDoc, "startedAt" | "due">, fn: () => Promise<T>): Promise<T> {
     await this.begin(op);
-    const out = await fn();
-    await this.end(op._id);
-    return out;
+    return this.finish(async () => {
+      const out = await fn();
+      await this.end(op._id);
+      return out;
+    });
   }
 
   /** True while a rebuild of `ws` holds an unexpired lease. */

@@ -7,8 +7,9 @@
  */
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { AnalyticsService, CustomersService, WorkspacesService } from "@linquid/contracts";
-import { createLogger, newId } from "@linquid/mesh";
+import { create } from "@bufbuild/protobuf";
+import { AnalyticsService, CustomersService, TrackLeadRequestSchema, WorkspacesService } from "@linquid/contracts";
+import { createLogger, newId, runWithDeadline } from "@linquid/mesh";
 import { pluginDatabase, startTestMesh, type TestMesh } from "@linquid/mesh/testing";
 import type { Db } from "mongodb";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -18,7 +19,8 @@ import { Recovery } from "../../src/recovery.js";
 import { AnalyticsRepository, type EventDoc, type OpDoc, type TotalsDoc } from "../../src/repository.js";
 import { Rollups } from "../../src/rollups.js";
 import { StatsPusher } from "../../src/stats-push.js";
-import { publicEventId } from "../../src/validation.js";
+import { Ingestion } from "../../src/ingestion.js";
+import { checkLead, publicEventId } from "../../src/validation.js";
 import { WorkspaceCurrencies } from "../../src/workspace-currency.js";
 import { WriteOps } from "../../src/write-ops.js";
 
@@ -162,6 +164,28 @@ describe("recovery of interrupted writes", () => {
     expect(await report()).toEqual(before);
     // Nothing left to migrate: a second start requests nothing.
     await migrateStoredForms(repo, r.ops, createLogger("test", "error"));
+    expect(await r.ops.dueRebuilds(100)).not.toContain(ws);
+  });
+
+  it("finishes a write past its marker when its caller's deadline passes meanwhile: no marker left to recovery, nothing to rebuild", async () => {
+    const { id: ws } = await mesh.workspace({ currency: "USD" });
+    const r = replica();
+    // The events' insert is slow: the caller's deadline passes before it is done.
+    const slowRepo = Object.create(repo) as AnalyticsRepository;
+    slowRepo.insertEvents = async (docs) => {
+      await new Promise((done) => setTimeout(done, 400));
+      return repo.insertEvents(docs);
+    };
+    const logger = createLogger("test", "error");
+    const currencies = new WorkspaceCurrencies(() => mesh.host.client(WorkspacesService));
+    const stats = new StatsPusher(() => mesh.host.client(CustomersService), currencies, logger);
+    const rollups = new Rollups(slowRepo, r.ops, stats, r.invalidations);
+    const ingestion = new Ingestion(slowRepo, rollups, r.ops, stats, currencies, () => mesh.host.client(CustomersService), logger);
+    const lead = checkLead(ws, create(TrackLeadRequestSchema, { workspaceId: ws, externalId: "late", eventId: "l1", timestamp: timestampFromDate(new Date("2026-03-01T10:00:00Z")) }), Date.now());
+    const [outcome] = await runWithDeadline(300, () => ingestion.ingest(ws, [lead], "background"));
+    expect(outcome!.failure).toBeUndefined();
+    expect(await repo.ops.countDocuments({ workspaceId: ws })).toBe(0);
+    expect(await totalsOf(ws, outcome!.customerId!)).toMatchObject({ leads: 1 });
     expect(await r.ops.dueRebuilds(100)).not.toContain(ws);
   });
 
