@@ -3,7 +3,8 @@
  *
  * - database calls (`fromMongoError`, at the repository edge through dbCall): duplicate key →
  *   AlreadyExists; a command stopped by its `maxTimeMS` (the RPC's deadline, see deadline.ts) →
- *   DeadlineExceeded; the database unreachable, hung or shutting down → Unavailable; the rest →
+ *   DeadlineExceeded; the database unreachable, hung or shutting down → Unavailable; a write that
+ *   gave up waiting for the database's lock (overloaded, LockTimeout) → Unavailable; the rest →
  *   Internal;
  * - calls to another service (`fromPeerError`, in the mesh's client transport): a call that got
  *   no answer because the connection to the peer broke, was refused or stopped answering
@@ -51,6 +52,21 @@ const MAX_TIME_MS_EXPIRED = 50;
 /** True when the database stopped a command because its time budget ran out. */
 export function isTimeLimitError(err: unknown): boolean {
   return err instanceof MongoError && err.code === MAX_TIME_MS_EXPIRED;
+}
+
+/**
+ * MongoDB's LockTimeout: a command gave up waiting for a lock. The embedded database answers it
+ * when SQLite's single write lock stayed taken past its busy timeout (scripts/ferretdb,
+ * patch 10), i.e. under a write load it cannot keep up with.
+ */
+const LOCK_TIMEOUT = 24;
+
+/**
+ * True when the database gave up waiting for a lock: it is up but overloaded, and the same
+ * call may succeed shortly. Bulk writes keep the command's error in their chain.
+ */
+export function isLockTimeoutError(err: unknown): boolean {
+  return chainOf(err).some((e) => e instanceof MongoError && e.code === LOCK_TIMEOUT);
 }
 
 /**
@@ -114,6 +130,8 @@ export function fromMongoError(err: unknown, what: string): ConnectError {
   if (isDuplicateKeyError(err)) return new ConnectError(`${what}: already exists`, Code.AlreadyExists, undefined, undefined, err);
   if (isTimeLimitError(err) || err instanceof MongoOperationTimeoutError) return new ConnectError(`${what}: deadline exceeded`, Code.DeadlineExceeded, undefined, undefined, err);
   if (isUnreachableError(err)) return unavailable(`${what}: database`, err);
+  // An overloaded database, not a failed query: retry shortly, like an unreachable one.
+  if (isLockTimeoutError(err)) return new ConnectError(`${what}: database busy`, Code.Unavailable, undefined, undefined, err);
   return new ConnectError(`${what}: database error`, Code.Internal, undefined, undefined, err);
 }
 

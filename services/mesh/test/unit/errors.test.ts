@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { MongoBulkWriteError, MongoNetworkError, MongoNetworkTimeoutError, MongoServerError, MongoServerSelectionError } from "mongodb";
 import { describe, expect, it } from "vitest";
-import { fromMongoError, fromPeerError, isBrokenConnection, isPeerUnreachable, isTlsFailure, isUnavailable, unavailable } from "../../src/errors.js";
+import { fromMongoError, fromPeerError, isBrokenConnection, isLockTimeoutError, isPeerUnreachable, isTlsFailure, isUnavailable, unavailable } from "../../src/errors.js";
 
 /** A Node system error as sockets raise them. */
 function sysError(code: string, message = `${code.toLowerCase()}`): NodeJS.ErrnoException {
@@ -30,6 +30,25 @@ describe("database errors", () => {
     expect(mapped.code).toBe(Code.Unavailable);
     expect(mapped.rawMessage).toBe("events.insertMany: database unavailable");
     expect(mapped.cause).toBe(err);
+  });
+
+  it("maps a lock wait that ran out (LockTimeout, 24: an overloaded database) to UNAVAILABLE, the original kept as cause", () => {
+    // What the embedded database answers when SQLite's write lock stays taken past its busy timeout (patch 10).
+    const lock = new MongoServerError({ ok: 0, code: 24, codeName: "LockTimeout", errmsg: "Unable to acquire the database's write lock within its busy timeout: database is locked (5) (SQLITE_BUSY)" });
+    for (const err of [lock, new MongoBulkWriteError(lock as never, {} as never)]) {
+      const mapped = fromMongoError(err, "sale_credits.replaceOne");
+      expect(mapped.code).toBe(Code.Unavailable);
+      expect(mapped.rawMessage).toBe("sale_credits.replaceOne: database busy");
+      expect(mapped.cause).toBe(err);
+      expect(isLockTimeoutError(err)).toBe(true);
+      expect(isUnavailable(mapped)).toBe(true);
+    }
+    // The same wait stopped by the command's maxTimeMS: DEADLINE_EXCEEDED, which the gateway also answers with 503.
+    const expired = fromMongoError(new MongoServerError({ ok: 0, code: 50, codeName: "MaxTimeMSExpired", errmsg: "operation exceeded time limit" }), "sale_credits.replaceOne");
+    expect(expired.code).toBe(Code.DeadlineExceeded);
+    expect(isUnavailable(expired)).toBe(true);
+    // What the embedded database answered before patch 10: an internal error, 500.
+    expect(fromMongoError(new MongoServerError({ ok: 0, code: 1, codeName: "InternalError", errmsg: "database is locked (5) (SQLITE_BUSY)" }), "c.replaceOne").code).toBe(Code.Internal);
   });
 
   it("keeps the other translations", () => {
