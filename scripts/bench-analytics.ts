@@ -10,8 +10,9 @@
  *    stream by customer client-side, since $min/$first are not in the subset).
  * at a small size (BENCH_SMALL events, default 10,000) and at the largest size up to
  * BENCH_LARGE (default 1,000,000) that loads within BENCH_LOAD_MINUTES (default 15).
- * Targets: cohort/LTV latency at the large size within 2× of the small one; ≥ 20× faster than
- * naive at the large size; ingestion ≥ 1,000 events/s and ≥ half of raw insertMany.
+ * Targets: cohort/LTV/journey/attribution latency at the large size within 2× of the small one;
+ * ≥ 20× faster than naive at the large size; ingestion ≥ 5,000 events/s sustained and ≥ 0.3 of
+ * raw insertMany. REST ingestion (`POST /track/batch`, single calls) is in bench-ingest.ts.
  *
  *   npm run bench:analytics
  *   BENCH_LARGE=100000 BENCH_LOAD_MINUTES=5 npm run bench:analytics
@@ -215,7 +216,7 @@ async function main(): Promise<void> {
   const lines: string[] = [];
   lines.push(`backend: ${process.env["MONGODB_URI"] ? "MongoDB (MONGODB_URI)" : "embedded FerretDB v1 (SQLite)"}`);
   lines.push(`ingestion through TrackBatch: small ${small.ingestEventsPerSec.toFixed(0)} events/s, large ${large.ingestEventsPerSec.toFixed(0)} events/s; raw insertMany ${rawRate.toFixed(0)} docs/s (${rawEvents} docs)`);
-  lines.push(`ratio TrackBatch/raw (small): ${(small.ingestEventsPerSec / rawRate).toFixed(2)} (target >= 0.5)`);
+  lines.push(`ratio TrackBatch/raw (small): ${(small.ingestEventsPerSec / rawRate).toFixed(2)} (target >= 0.3)`);
   lines.push("");
   lines.push(`p50/p95 ms                      small (${small.events} ev)          large (${large.events} ev)`);
   lines.push(`                                uncached       cached        uncached       cached`);
