@@ -17,19 +17,16 @@
  *   npm run bench:analytics
  *   BENCH_LARGE=100000 BENCH_LOAD_MINUTES=5 npm run bench:analytics
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { rmSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { create, type Message } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AnalyticsService, TrackedEventSchema, WorkspacesService, type TrackedEvent } from "@linquid/contracts";
-import { createLogger, loadConfig, newId, startHost } from "@linquid/mesh";
-import { MongoClient } from "mongodb";
+import { newId } from "@linquid/mesh";
 import { generate, progressBar } from "./generate-data.js";
-import { intEnv, pct, say } from "./bench-support.js";
+import { intEnv, pct, say, startBenchMesh } from "./bench-support.js";
 
 const SMALL = intEnv("BENCH_SMALL", 10_000);
 const LARGE = intEnv("BENCH_LARGE", 1_000_000);
@@ -77,20 +74,7 @@ interface Size {
 }
 
 async function main(): Promise<void> {
-  const dataDir = mkdtempSync(join(tmpdir(), "linquid-bench-a-"));
-  const config = loadConfig({
-    ...process.env,
-    MESH_PLUGINS: "workspaces,customers,analytics,gateway",
-    GRPC_PORT: "0",
-    PORT: "0",
-    METRICS_PORT: process.env["METRICS_PORT"] ?? "0",
-    DATA_DIR: dataDir,
-    MONGODB_DB_PREFIX: `bench${newId("", 6).slice(1).toLowerCase()}`,
-    LOG_LEVEL: process.env["LOG_LEVEL"] ?? "error",
-  });
-  const host = await startHost(config, { logger: createLogger("bench", config.logLevel) });
-  const mongo = new MongoClient(host.mongodbUri!, { retryWrites: false });
-  await mongo.connect();
+  const { dataDir, config, host, mongo } = await startBenchMesh("linquid-bench-a-");
   const analytics = createClient(AnalyticsService, createGrpcTransport({ baseUrl: host.grpcUrl! }));
   const workspaces = host.client(WorkspacesService);
   const api = `${host.gatewayUrl}${config.apiBasePath}`;

@@ -33,9 +33,9 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { WorkspacesService } from "@linquid/contracts";
 import { canonicalFilters, CursorCodec, keysetWindow, metadataEntries, MongoCustomersRepository, newCustomerDoc, NO_FILTERS, pageWithTotal, type CustomerDoc, type CustomerFilters } from "@linquid/customers";
-import { createLogger, loadConfig, newId, startHost, type Host } from "@linquid/mesh";
+import { createLogger, newId, startHost, type Host } from "@linquid/mesh";
 import { MongoClient, type Collection, type Document } from "mongodb";
-import { intEnv, pct, say } from "./bench-support.js";
+import { benchConfig, intEnv, pct, say } from "./bench-support.js";
 
 const SIZES = (process.env["BENCH_SIZES"] ?? "1000,100000").split(",").map((s) => {
   const n = Number(s.trim());
@@ -65,17 +65,12 @@ interface Row {
 async function main(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), "linquid-bench-"));
   const prefix = `bench${newId("", 6).slice(1).toLowerCase()}`;
-  const config = loadConfig({
-    ...process.env,
+  const config = benchConfig({
     MESH_PLUGINS: "workspaces,customers,gateway",
     // The gateway needs an address for analytics; nothing here calls it.
     ANALYTICS_ADDR: process.env["ANALYTICS_ADDR"] ?? "http://127.0.0.1:1",
     MONGODB_DB_PREFIX: prefix,
-    GRPC_PORT: "0",
-    PORT: "0",
-    METRICS_PORT: process.env["METRICS_PORT"] ?? "0",
     DATA_DIR: dataDir,
-    LOG_LEVEL: process.env["LOG_LEVEL"] ?? "error",
   });
   let host: Host | undefined;
   let client: MongoClient | undefined;

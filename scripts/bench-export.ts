@@ -25,9 +25,9 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { WorkspacesService } from "@linquid/contracts";
 import { metadataEntries, MongoCustomersRepository, newCustomerDoc, type CustomerDoc } from "@linquid/customers";
-import { createLogger, loadConfig, newId, startHost, type Host } from "@linquid/mesh";
+import { createLogger, newId, startHost, type Host } from "@linquid/mesh";
 import { MongoClient, type Document } from "mongodb";
-import { intEnv, pct, say } from "./bench-support.js";
+import { benchConfig, intEnv, pct, say } from "./bench-support.js";
 
 const N = intEnv("BENCH_EXPORT_SIZE", 100_000);
 const RUNS = intEnv("BENCH_RUNS", 3);
@@ -37,17 +37,12 @@ const PREFIX = "benchexport";
 async function main(): Promise<void> {
   const dataDir = process.env["BENCH_EXPORT_DIR"] ?? join(tmpdir(), `linquid-bench-export-${N}`);
   mkdirSync(dataDir, { recursive: true });
-  const config = loadConfig({
-    ...process.env,
+  const config = benchConfig({
     MESH_PLUGINS: "workspaces,customers,gateway",
     ANALYTICS_ADDR: process.env["ANALYTICS_ADDR"] ?? "http://127.0.0.1:1",
     MONGODB_DB_PREFIX: PREFIX,
-    GRPC_PORT: "0",
-    PORT: "0",
-    METRICS_PORT: "0",
     REDIS_URL: process.env["REDIS_URL"] ?? "none",
     DATA_DIR: dataDir,
-    LOG_LEVEL: process.env["LOG_LEVEL"] ?? "error",
   });
   let host: Host | undefined;
   let client: MongoClient | undefined;

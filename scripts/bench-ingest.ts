@@ -69,16 +69,15 @@
  *   BENCH_SECTIONS=single,customers BENCH_CUSTOMERS_MINUTES=2 npm run bench:ingest
  *   BENCH_SECTIONS=bounded BENCH_HOUR_CUSTOMERS=300000 BENCH_HOUR_MINUTES=30 npm run bench:ingest
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { loadavg, tmpdir } from "node:os";
-import { join } from "node:path";
+import { rmSync } from "node:fs";
+import { loadavg } from "node:os";
 import { performance } from "node:perf_hooks";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { WorkspacesService, type TrackedEvent } from "@linquid/contracts";
-import { createLogger, loadConfig, newId, startHost, type MeshConfig } from "@linquid/mesh";
+import { newId, type MeshConfig } from "@linquid/mesh";
 import { BSON, MongoClient, type Db, type Document } from "mongodb";
 import { generate, progressBar } from "./generate-data.js";
-import { intEnv, pct, say } from "./bench-support.js";
+import { intEnv, pct, say, startBenchMesh } from "./bench-support.js";
 
 const ALL_SECTIONS = ["rest-batch", "single", "customers", "bounded"] as const;
 type Section = (typeof ALL_SECTIONS)[number];
@@ -477,20 +476,7 @@ async function boundedSection(ctx: Ctx, rows: Row[]): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const dataDir = mkdtempSync(join(tmpdir(), "linquid-bench-i-"));
-  const config = loadConfig({
-    ...process.env,
-    MESH_PLUGINS: "workspaces,customers,analytics,gateway",
-    GRPC_PORT: "0",
-    PORT: "0",
-    METRICS_PORT: process.env["METRICS_PORT"] ?? "0",
-    DATA_DIR: dataDir,
-    MONGODB_DB_PREFIX: `bench${newId("", 6).slice(1).toLowerCase()}`,
-    LOG_LEVEL: process.env["LOG_LEVEL"] ?? "error",
-  });
-  const host = await startHost(config, { logger: createLogger("bench", config.logLevel) });
-  const mongo = new MongoClient(host.mongodbUri!, { retryWrites: false });
-  await mongo.connect();
+  const { dataDir, config, host, mongo } = await startBenchMesh("linquid-bench-i-");
   const workspaces = host.client(WorkspacesService);
   const ctx: Ctx = {
     api: `${host.gatewayUrl}${config.apiBasePath}`,
