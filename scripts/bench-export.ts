@@ -14,8 +14,8 @@
  * much less. Resident memory is sampled every 20 ms, with V8's heap spaces and the buffers
  * outside the heap, to tell heap sizing from buffering.
  *
- *   node_modules/.bin/node --expose-gc --import tsx scripts/bench-export.ts
- *   BENCH_EXPORT_DIR=/tmp/export-bench BENCH_RUNS=5 BENCH_FORMATS=ndjson node_modules/.bin/node --expose-gc --import tsx scripts/bench-export.ts
+ *   npm run bench:export
+ *   BENCH_EXPORT_DIR=/tmp/export-bench BENCH_RUNS=5 BENCH_FORMATS=ndjson npm run bench:export
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
