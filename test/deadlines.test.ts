@@ -98,7 +98,7 @@ describe("deadlines at the database", () => {
       expect(max).toBeGreaterThan(0);
       // Background work (a stats push, a sweeper) runs outside any call: the default cap. An
       // analytics write past its marker runs to its end under its own budget, at most that cap
-      // (WriteOps.finish: a caller giving up must not leave it half-applied).
+      // (WriteOps.run: a caller giving up must not leave it half-applied).
       if (max === DEFAULT_TIMEOUT_MS) continue;
       if (cmd.databaseName === `${prefix}_analytics`) expect(max, `${cmd.commandName} ${cmd.databaseName}`).toBeLessThanOrEqual(DEFAULT_TIMEOUT_MS);
       else expect(max, `${cmd.commandName} ${cmd.databaseName}`).toBeLessThanOrEqual(8000);

@@ -19,7 +19,7 @@
  * compare-and-set on totals versions, `$inc`).
  *
  * Deadlines: steps 1–4 run under the caller's deadline (a refusal there stores nothing); from
- * the marker on, the write runs to its end under its own budget (WriteOps.finish), so a caller
+ * the marker on, the write runs to its end under its own budget (WriteOps.run), so a caller
  * giving up never leaves a half-applied write for recovery to rebuild around.
  *
  * Crash windows: before 4 nothing but click claims exist (harmless: they only say whose a click
@@ -185,10 +185,10 @@ export class Ingestion {
       return { ...e, workspaceId: ws, customerId, opId, receivedAt: now };
     });
     if (docs.length === 0) return this.finishOutcomes(out, sameAs, events);
-    // Refused (UNAVAILABLE, nothing stored) while a rebuild of the workspace runs.
-    await this.ops.begin({ _id: opId, workspaceId: ws, kind: "ingest", eventIds: [...docs.map((d) => d._id), ...storedUnowned.map((c) => `${ws}:click:${c}`)] });
-    // Past its marker, the write runs to its end under its own budget, whatever the caller's deadline.
-    const changed = await this.ops.finish(() => this.storeAndFold(ws, opId, docs, toStore, storedUnowned, owners, out));
+    // Refused (UNAVAILABLE, nothing stored) while a rebuild of the workspace runs; past its
+    // marker, the write runs to its end under its own budget, whatever the caller's deadline.
+    const op = { _id: opId, workspaceId: ws, kind: "ingest" as const, eventIds: [...docs.map((d) => d._id), ...storedUnowned.map((c) => `${ws}:click:${c}`)] };
+    const changed = await this.ops.run(op, () => this.storeAndFold(ws, opId, docs, toStore, storedUnowned, owners, out));
     mark("fold");
     if (stats === "await") await this.stats.push(ws, changed);
     else this.stats.enqueue(ws, changed);
@@ -197,7 +197,7 @@ export class Ingestion {
     return this.finishOutcomes(out, sameAs, events);
   }
 
-  /** Steps 4–5 after the marker: store the events, attach clicks, fold; deletes the marker. Returns the totals written. */
+  /** Steps 4–5 after the marker: store the events, attach clicks, fold. Returns the totals written. */
   private async storeAndFold(
     ws: string,
     opId: string,
@@ -228,9 +228,7 @@ export class Ingestion {
       const click = await this.repo.attachClick(`${ws}:click:${clickId}`, customerId, opId);
       if (click !== null) fold.push(click);
     }
-    const changed = await this.rollups.foldInto(ws, opId, fold);
-    await this.ops.end(opId);
-    return changed;
+    return this.rollups.foldInto(ws, opId, fold);
   }
 
   private finishOutcomes(out: Array<TrackOutcome | undefined>, sameAs: Map<number, number>, events: readonly IncomingEvent[]): TrackOutcome[] {

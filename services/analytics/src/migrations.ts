@@ -7,7 +7,7 @@
  * against writes already landing in the new form, so each workspace that has them gets a
  * rebuild requested; the recovery sweeper runs it (it drops the workspace's rollups, old
  * documents included, and recomputes them from the raw events). Until it has run, that
- * workspace's attribution report is incomplete. The old indexes are dropped.
+ * workspace's attribution report is incomplete. The old indexes are dropped after.
  */
 import { dbCall, type Logger } from "@linquid/mesh";
 import type { AnalyticsRepository } from "./repository.js";
@@ -16,12 +16,15 @@ import type { WriteOps } from "./write-ops.js";
 const OLD_ATTRIBUTION_INDEXES = ["ws_model_dim", "ws_model_dim_day"];
 
 export async function migrateStoredForms(repo: AnalyticsRepository, ops: WriteOps, logger: Logger): Promise<void> {
+  // The old indexes mark data of an older build: without them there is nothing to look for, and
+  // start-up scans nothing. Rebuilds are requested (durably) before the indexes go, so a start
+  // that stops in between finds the indexes again and requests them again.
+  const old: Array<{ col: (typeof repo)["attributionCells"]; name: string }> = [];
   for (const col of [repo.attributionCells, repo.attributionDayCells, repo.attributionReturnCells]) {
     const names = (await dbCall(col.collectionName, "listIndexes", (o) => col.listIndexes(o).toArray())).map((i) => i["name"] as string);
-    for (const name of names.filter((n) => OLD_ATTRIBUTION_INDEXES.includes(n))) {
-      await dbCall(col.collectionName, "dropIndex", (o) => col.dropIndex(name, o));
-    }
+    for (const name of names.filter((n) => OLD_ATTRIBUTION_INDEXES.includes(n))) old.push({ col, name });
   }
+  if (old.length === 0) return;
   const stale = await dbCall("attribution_cells", "aggregate", (o) =>
     repo.attributionCells.aggregate<{ _id: string }>([{ $match: { model: { $exists: true } } }, { $group: { _id: "$workspaceId" } }], o).toArray(),
   );
@@ -29,4 +32,5 @@ export async function migrateStoredForms(repo: AnalyticsRepository, ops: WriteOp
     await ops.requestRebuild(ws);
     logger.info("attribution cells of an older build: rebuild requested", { workspaceId: ws });
   }
+  for (const { col, name } of old) await dbCall(col.collectionName, "dropIndex", (o) => col.dropIndex(name, o));
 }

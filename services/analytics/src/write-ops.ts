@@ -27,7 +27,7 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { DEFAULT_TIMEOUT_MS, inheritedTimeoutMs, newId, remainingMs, runDetached, runWithDeadline } from "@linquid/mesh";
+import { DEFAULT_TIMEOUT_MS, inheritedTimeoutMs, newId, remainingMs, runWithDeadline } from "@linquid/mesh";
 import type { AnalyticsRepository, OpDoc, RebuildProgress } from "./repository.js";
 
 /** The least time a marker is left to its writer before recovery may take it over. */
@@ -88,25 +88,19 @@ export class WriteOps {
   }
 
   /**
-   * Runs a write's work right after its `begin` under a budget of its own — half the time before
-   * its marker is due (the longer of `staleMs` and the caller's remaining time), at most the 15 s
-   * of any call without a deadline — instead of its caller's deadline. Why: every database call carries the
-   * caller's remaining time, so a caller that gives up — a deadline passing under overload —
-   * would stop the write midway and leave its marker to recovery, which rebuilds the workspace
-   * when cells may be short and refuses its writes meanwhile. A write past its marker finishes
+   * `begin`, then `fn` and `end` under a budget of the write's own instead of its caller's
+   * deadline: half the time before its marker is due (the longer of `staleMs` and the caller's
+   * remaining time), at most the 15 s of any call without a deadline. Why: every database call
+   * carries its deadline, so a caller that gives up — a deadline passing under overload — would
+   * stop the write midway and leave its marker to recovery, which rebuilds the workspace when
+   * cells may be short and refuses its writes meanwhile. A write past its marker finishes
    * instead; its caller still gets its deadline error. The budget ends before the marker is due,
    * so recovery never takes over a writer that is still running.
    */
-  finish<T>(fn: () => Promise<T>): Promise<T> {
-    // Like any call without a caller's deadline, at most DEFAULT_TIMEOUT_MS.
-    const budgetMs = Math.min(DEFAULT_TIMEOUT_MS, Math.floor(Math.max(this.staleMs, inheritedTimeoutMs() ?? 0) / 2));
-    return runDetached(() => runWithDeadline(budgetMs, fn));
-  }
-
-  /** `begin`, then `fn` and `end` under the write's own budget (`finish`). */
   async run<T>(op: Omit<OpDoc, "startedAt" | "due">, fn: () => Promise<T>): Promise<T> {
     await this.begin(op);
-    return this.finish(async () => {
+    const budgetMs = Math.min(DEFAULT_TIMEOUT_MS, Math.floor(Math.max(this.staleMs, inheritedTimeoutMs() ?? 0) / 2));
+    return runWithDeadline(budgetMs, async () => {
       const out = await fn();
       await this.end(op._id);
       return out;

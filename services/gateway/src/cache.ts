@@ -195,12 +195,14 @@ export function createSnapshotCache(options: CacheOptions): SnapshotCache {
 
     const key = snapshotKey(req, ws);
     let generation: string;
+    let fillId: string;
     try {
       const [gen, value] = await redisCall("mget", () => redis.mget(generationKey(ws), key));
       generation = gen ?? NO_GENERATION;
+      fillId = `${generation}:${key}`;
       const snapshot = now() >= distrustUntil ? parseSnapshot(value, generation) : undefined;
       // Served unless it is in its last quarter and nobody in this process is refreshing it yet.
-      if (snapshot !== undefined && (now() < snapshot.expiresAt - ttl * 1000 * REFRESH_AHEAD_SHARE || fills.has(`${generation}:${key}`))) {
+      if (snapshot !== undefined && (now() < snapshot.expiresAt - ttl * 1000 * REFRESH_AHEAD_SHARE || fills.has(fillId))) {
         req.responseHeaders.set("x-cache", "HIT");
         return { status: 200, body: snapshot.body };
       }
@@ -208,7 +210,7 @@ export function createSnapshotCache(options: CacheOptions): SnapshotCache {
       failed("read", err);
       return next();
     }
-    return fill(`${generation}:${key}`, async () => {
+    return fill(fillId, async () => {
       const answer = await next();
       if (answer.status === 200) {
         const value = snapshotValue(generation, now() + ttl * 1000, answer.body);
