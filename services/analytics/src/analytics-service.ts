@@ -358,7 +358,7 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
 
   /** A customer's credits under a model, from its stored clicks and sales (attribution.ts). */
   private async credits(ws: string, customerId: string, model: Model, halfLifeDays: number): Promise<Credit[]> {
-    const events = await this.parts.repo.customerClicksAndSales(ws, customerId);
+    const events = await this.parts.repo.customersClicksAndSales(ws, [customerId]);
     const clicks = events.filter((e) => e.type === "click").map((e) => ({ at: e.at, ref: e._id, linkId: e.linkId ?? null, campaignId: e.campaignId ?? null, source: e.source ?? null }));
     const sales = events.filter((e) => e.type === "sale").map((e) => ({ at: e.at, amount: e.amount ?? 0 }));
     return customerCredits(model, clicks, sales, halfLifeDays);

@@ -1,5 +1,5 @@
 /**
- * Lists that grow without bound — a customer's timeline, the customers anchored in one hour —
+ * Lists that grow without bound — the customers anchored in one hour —
  * kept as buckets of at most `size` entries each, so that no document grows past a fixed size
  * (MongoDB refuses documents over 16 MB, and the embedded database rewrites a whole document on
  * every change).

@@ -10,7 +10,7 @@
  *     insertMany the raw events (ordered:false; E11000 = replay, answered from the stored
  *     original);
  *  5. attach those clicks and the batch's own clicks claimed meanwhile (each conditional on
- *     being unowned), then fold the new events into their customers' timelines, totals and
+ *     being unowned), then fold the new events into their customers' totals and
  *     rollup cells (rollups.ts);
  *  6. delete the marker; push the changed customers' stats (versioned) to customers.
  *

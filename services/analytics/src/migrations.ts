@@ -8,6 +8,9 @@
  * rebuild requested; the recovery sweeper runs it (it drops the workspace's rollups, old
  * documents included, and recomputes them from the raw events). Until it has run, that
  * workspace's attribution report is incomplete. The old indexes are dropped after.
+ *
+ * Customer timelines (`timeline_buckets`): a customer's events are read through the `journey`
+ * index of `events` instead, so the collection an older build kept is dropped.
  */
 import { dbCall, type Logger } from "@linquid/mesh";
 import type { AnalyticsRepository } from "./repository.js";
@@ -16,6 +19,11 @@ import type { WriteOps } from "./write-ops.js";
 const OLD_ATTRIBUTION_INDEXES = ["ws_model_dim", "ws_model_dim_day"];
 
 export async function migrateStoredForms(repo: AnalyticsRepository, ops: WriteOps, logger: Logger): Promise<void> {
+  if (await repo.dropRetired("timeline_buckets")) logger.info("customer timelines of an older build dropped (read from the events now)");
+  await migrateAttributionCells(repo, ops, logger);
+}
+
+async function migrateAttributionCells(repo: AnalyticsRepository, ops: WriteOps, logger: Logger): Promise<void> {
   // The old indexes mark data of an older build: without them there is nothing to look for, and
   // start-up scans nothing. Rebuilds are requested (durably) before the indexes go, so a start
   // that stops in between finds the indexes again and requests them again.

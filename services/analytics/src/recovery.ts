@@ -15,7 +15,7 @@
  * 2. Due rebuilds: requested ones, and rebuilds that crashed or failed midway (their lease
  *    expired without being released). One query on the `until` index of `workspace_rebuilds`;
  *    the rebuild takes the expired lease over, so one replica runs it, and recomputes every
- *    total, cell, timeline and member list of the workspace from its raw events.
+ *    total, cell and member list of the workspace from its raw events.
  * 3. Every workspace whose figures a fold or a rebuild changed gets an entry in the snapshot
  *    invalidation channel (invalidations.ts), so the gateway stops serving snapshots that
  *    predate the repair; entries older than they are kept are pruned.

@@ -5,8 +5,7 @@
  * - `customer_totals`: `_id` = `${ws}:${customerId}`, the fold of the customer's events;
  * - `cohort_cells`, `cohort_day_cells`, `ltv_cells`: rollups kept with `$inc` upserts on
  *   deterministic `_id`s;
- * - `timeline_buckets`, `member_buckets`: customers' timelines and hourly member lists, in
- *   buckets of a fixed size (bucket-lists.ts);
+ * - `member_buckets`: hourly member lists, in buckets of a fixed size (bucket-lists.ts);
  * - `write_ops`: one marker per write in flight that changes totals and cells (write-ops.ts);
  * - `workspace_rebuilds`: `_id` = workspace id, the lease of a RebuildWorkspace in progress.
  * Every call goes through dbCall, which passes the RPC's remaining deadline as `maxTimeMS` and
@@ -18,7 +17,7 @@ import type { IncomingEvent } from "./validation.js";
 import { BucketLists, DEFAULT_BUCKET_SIZE, type ListDoc } from "./bucket-lists.js";
 import type { Model } from "./attribution.js";
 import type { AttributionDelta, ModelFigures, SaleRow } from "./attribution-cells.js";
-import { parseTimeEntry, timeEntry, touchBefore, type CellDelta, type CohortDimension, type DayDimension, type AnchorMember, type TotalsState } from "./totals.js";
+import { parseTimeEntry, type CellDelta, type CohortDimension, type DayDimension, type AnchorMember, type TotalsState } from "./totals.js";
 
 export interface EventDoc extends Omit<IncomingEvent, "keyed"> {
   workspaceId: string;
@@ -48,13 +47,6 @@ export interface TotalsDoc extends TotalsState {
   updatedAt: Date;
 }
 
-/** The timeline entry of an event; entries sort like events by (at, _id) once parsed. */
-export function timelineEntry(e: { at: Date; _id: string }): string {
-  return timeEntry(e.at, e._id);
-}
-
-/** The list of a customer's timeline: one entry, "<ISO time>|<event _id>", per event folded into its totals. */
-export const timelineOwner = (ws: string, customerId: string) => `${ws}:${customerId}`;
 /**
  * The list of the customers whose cohort anchor (first touch, else creation time) fell in one
  * UTC hour ("2026-01-05T13"): "<anchor ISO>|<customerId>" entries, so that the partial boundary
@@ -190,12 +182,13 @@ export class AnalyticsRepository {
   readonly attributionCells: Collection<AttributionCellDoc>;
   readonly attributionDayCells: Collection<AttributionCellDoc>;
   readonly attributionReturnCells: Collection<AttributionCellDoc>;
-  /** Customers' timelines (`timelineOwner`). */
-  readonly timelines: BucketLists;
   /** Hourly anchor member lists (`membersOwner`). */
   readonly members: BucketLists;
-  /** `bucketSize`: entries per timeline or member bucket (ANALYTICS_BUCKET_SIZE). */
-  constructor(db: Db, bucketSize: number = DEFAULT_BUCKET_SIZE) {
+  /** `bucketSize`: entries per member bucket (ANALYTICS_BUCKET_SIZE). */
+  constructor(
+    private readonly db: Db,
+    bucketSize: number = DEFAULT_BUCKET_SIZE,
+  ) {
     this.events = db.collection<EventDoc>("events");
     this.owners = db.collection<ClickOwnerDoc>("click_owners");
     this.totals = db.collection<TotalsDoc>("customer_totals");
@@ -210,7 +203,6 @@ export class AnalyticsRepository {
     this.attributionCells = db.collection<AttributionCellDoc>("attribution_cells");
     this.attributionDayCells = db.collection<AttributionCellDoc>("attribution_day_cells");
     this.attributionReturnCells = db.collection<AttributionCellDoc>("attribution_return_cells");
-    this.timelines = new BucketLists(db.collection<ListDoc>("timeline_buckets"), bucketSize);
     this.members = new BucketLists(db.collection<ListDoc>("member_buckets"), bucketSize);
   }
 
@@ -224,8 +216,17 @@ export class AnalyticsRepository {
     return out;
   }
 
+  /** Drops a collection an older build kept and this one does not; false when there is none. */
+  async dropRetired(name: string): Promise<boolean> {
+    const found = await dbCall(name, "listCollections", (o) => this.db.listCollections({ name }, { ...o, nameOnly: true }).toArray());
+    if (found.length === 0) return false;
+    await dbCall(name, "drop", (o) => this.db.dropCollection(name, o));
+    return true;
+  }
+
   /** The workspace-prefixed indexes MongoDB needs for each query shape; one per command. */
   async ensureIndexes(): Promise<void> {
+    // a customer's events in time order: the journey, recalculation, attribution
     await ensureIndexes(this.events, [{ key: { workspaceId: 1, customerId: 1, at: 1, _id: 1 }, name: "journey" }]);
     await ensureIndexes(this.cohortCells, [{ key: { workspaceId: 1, dim: 1 }, name: "ws_dim" }]);
     await ensureIndexes(this.dayCells, [{ key: { workspaceId: 1, dim: 1, day: 1 }, name: "ws_dim_day" }]);
@@ -236,7 +237,6 @@ export class AnalyticsRepository {
     // a rebuild's drop
     await ensureIndexes(this.saleCredits, [{ key: { workspaceId: 1 }, name: "workspace" }]);
     await ensureIndexes(this.attributionHeads, [{ key: { workspaceId: 1 }, name: "workspace" }]);
-    await this.timelines.ensureIndexes();
     await this.members.ensureIndexes();
     // recovery finds due markers; a rebuild waits for the markers of its workspace
     await ensureIndexes(this.ops, [
@@ -273,52 +273,29 @@ export class AnalyticsRepository {
 
   /**
    * A customer's events in (at, _id) order within [start, end], `limit` of them from `skip`
-   * (limit 0: all), and how many there are in the range: read through its timeline.
+   * (limit 0: all), and how many there are in the range: a page and a count on the `journey`
+   * index, whatever the customer's number of events.
    */
   async journey(ws: string, customerId: string, start: number | undefined, end: number | undefined, skip: number, limit: number): Promise<{ events: EventDoc[]; total: number }> {
-    const entries = (await this.timelines.read([timelineOwner(ws, customerId)]))
-      .map(parseTimeEntry)
-      .filter((e) => (start === undefined || e.at.getTime() >= start) && (end === undefined || e.at.getTime() <= end))
-      .sort((a, b) => (touchBefore(a, b) ? -1 : touchBefore(b, a) ? 1 : 0));
-    const page = entries.slice(skip, limit === 0 ? undefined : skip + limit).map((e) => e.ref);
-    const byId = new Map((await this.findEvents(page)).map((e) => [e._id, e]));
-    return { events: page.map((id) => byId.get(id)).filter((e): e is EventDoc => e !== undefined), total: entries.length };
+    const filter: Document = { workspaceId: ws, customerId };
+    if (start !== undefined || end !== undefined) {
+      filter["at"] = { ...(start !== undefined ? { $gte: new Date(start) } : {}), ...(end !== undefined ? { $lte: new Date(end) } : {}) };
+    }
+    const [events, total] = await Promise.all([
+      dbCall("events", "find", (o) => {
+        const cursor = this.events.find(filter as never, o).sort({ at: 1, _id: 1 }).skip(skip);
+        return (limit === 0 ? cursor : cursor.limit(limit)).toArray();
+      }),
+      dbCall("events", "countDocuments", (o) => this.events.countDocuments(filter as never, o)),
+    ]);
+    return { events, total };
   }
 
-  /** A customer's clicks and sales (what attribution credits), read through its timeline. */
-  async customerClicksAndSales(ws: string, customerId: string): Promise<EventDoc[]> {
-    const ids = (await this.timelines.read([timelineOwner(ws, customerId)]))
-      .map((e) => parseTimeEntry(e).ref)
-      .filter((id) => id.startsWith(`${ws}:click:`) || id.startsWith(`${ws}:sale:`));
-    return this.findEvents(ids);
-  }
-
-  /** Several customers' clicks and sales, read through their timelines (one read of the buckets, one of the events). */
-  async customersClicksAndSales(ws: string, customerIds: readonly string[]): Promise<EventDoc[]> {
-    const ids = (await this.timelines.read(customerIds.map((c) => timelineOwner(ws, c))))
-      .map((e) => parseTimeEntry(e).ref)
-      .filter((id) => id.startsWith(`${ws}:click:`) || id.startsWith(`${ws}:sale:`));
-    return this.findEvents([...new Set(ids)]);
-  }
-
-  /** Adds events to their customers' timelines (a repeat is dropped by readers). */
-  addToTimelines(ws: string, byCustomer: ReadonlyMap<string, readonly EventDoc[]>): Promise<void> {
-    return this.timelines.append(ws, new Map([...byCustomer].map(([customerId, events]) => [timelineOwner(ws, customerId), events.map(timelineEntry)])));
-  }
-
-  /**
-   * Makes a customer's timeline hold exactly these events (its events never leave it: a click
-   * belongs to its first claimant for good), appending the ones it lacks.
-   */
-  async completeTimeline(ws: string, customerId: string, events: readonly EventDoc[]): Promise<void> {
-    const have = new Set(await this.timelines.read([timelineOwner(ws, customerId)]));
-    const missing = events.map(timelineEntry).filter((e) => !have.has(e));
-    await this.timelines.append(ws, new Map([[timelineOwner(ws, customerId), missing]]));
-  }
-
-  /** Inserts whole timelines (a rebuild's, after its drop). */
-  insertTimelinesMany(ws: string, entriesOf: ReadonlyMap<string, readonly string[]>): Promise<void> {
-    return insertAll(this.timelines.col, this.timelines.docsOf(ws, new Map([...entriesOf].map(([customerId, entries]) => [timelineOwner(ws, customerId), entries]))));
+  /** Customers' clicks and sales (what attribution credits), on the `journey` index. */
+  customersClicksAndSales(ws: string, customerIds: readonly string[]): Promise<EventDoc[]> {
+    if (customerIds.length === 0) return Promise.resolve([]);
+    const customerId = customerIds.length === 1 ? customerIds[0]! : { $in: [...new Set(customerIds)] };
+    return dbCall("events", "find", (o) => this.events.find({ workspaceId: ws, customerId, type: { $in: ["click", "sale"] } } as never, o).toArray());
   }
 
   /** Removes PII from a customer's events; returns how many changed. */
@@ -477,7 +454,7 @@ export class AnalyticsRepository {
 
   async dropWorkspaceRollups(ws: string): Promise<void> {
     const attribution = [this.saleCredits, this.attributionHeads, this.attributionCells, this.attributionDayCells, this.attributionReturnCells];
-    for (const col of [this.cohortCells, this.dayCells, this.ltvCells, this.totals, this.timelines.col, this.members.col, ...attribution] as unknown as Collection<never>[]) {
+    for (const col of [this.cohortCells, this.dayCells, this.ltvCells, this.totals, this.members.col, ...attribution] as unknown as Collection<never>[]) {
       await dbCall(col.collectionName, "deleteMany", (o) => col.deleteMany({ workspaceId: ws } as never, o));
     }
   }

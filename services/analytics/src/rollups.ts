@@ -17,7 +17,6 @@ import { newId, pauseBeforeRetry } from "@linquid/mesh";
 import { AttributionRollups } from "./attribution-rollups.js";
 import type { SnapshotInvalidations } from "./invalidations.js";
 import type { AnalyticsRepository, EventDoc, TotalsDoc } from "./repository.js";
-import { timelineEntry } from "./repository.js";
 import type { StatsPusher } from "./stats-push.js";
 import { accumulate, anchorMember, contributions, diffCells, emptyTotals, foldEvents, nonZero, type AnchorMember, type CellDelta, type TotalsState } from "./totals.js";
 import type { WriteOps } from "./write-ops.js";
@@ -73,9 +72,7 @@ export class Rollups {
       byCustomer.set(e.customerId, list);
     }
     if (byCustomer.size === 0) return [];
-    // Timelines before totals (the first read of the totals meanwhile): adding is idempotent, so
-    // a crash after it leaves nothing to undo.
-    let [current] = await Promise.all([this.repo.findTotals(ws, [...byCustomer.keys()]), this.repo.addToTimelines(ws, byCustomer)]);
+    let current = await this.repo.findTotals(ws, [...byCustomer.keys()]);
     const deadline = Date.now() + CONTENTION_MS;
     const deltas = new Map<string, CellDelta>();
     const members: AnchorMember[] = [];
@@ -106,8 +103,9 @@ export class Rollups {
       }
       pending = [...lost];
     }
-    // Attribution after the totals: it reads the customers' timelines, complete by now. Customers
-    // that already had the op (recovery) are refreshed too: a refresh is idempotent.
+    // Attribution reads the customers' stored clicks and sales (these events included: they were
+    // stored before the fold). Customers that already had the op (recovery) are refreshed too: a
+    // refresh is idempotent.
     const credited = [...byCustomer].filter(([, list]) => list.some((e) => e.type === "click" || e.type === "sale")).map(([c]) => c);
     await Promise.all([this.repo.applyDeltas(nonZero(deltas)), this.repo.addMembers(ws, members), this.attribution.refresh(ws, credited)]);
     return written;
@@ -143,7 +141,7 @@ export class Rollups {
     if (member !== null) await this.repo.addMembers(ws, [member]);
   }
 
-  /** Rebuilds one customer's totals and timeline from its raw events and moves its cells by the difference. */
+  /** Rebuilds one customer's totals from its raw events and moves its cells by the difference. */
   async recalculate(ws: string, customerId: string): Promise<{ before: TotalsState; after: TotalsState; doc: TotalsDoc }> {
     const opId = newId("op");
     return this.ops.run({ _id: opId, workspaceId: ws, kind: "recalculate", eventIds: [], customerId }, async () => {
@@ -152,7 +150,6 @@ export class Rollups {
         if (attempt > 0) await pauseBeforeRetry(attempt, deadline, CONTENDED);
         const doc = (await this.repo.findTotals(ws, [customerId])).get(customerId);
         const events = await this.repo.customerEvents(ws, customerId);
-        await this.repo.completeTimeline(ws, customerId, events);
         const before = stateOf(doc);
         const after = foldEvents({ ...emptyTotals(), createdAt: before.createdAt }, events);
         // The events' ops count as folded: an ingestion still in flight must not add them again.
@@ -189,7 +186,7 @@ export class Rollups {
   }
 
   /**
-   * Rebuilds every total, timeline, member list and rollup cell of a workspace from its raw
+   * Rebuilds every total, member list and rollup cell of a workspace from its raw
    * events. Holds the workspace's rebuild lease throughout, so no write of the workspace runs
    * meanwhile, in any process (write-ops.ts).
    */
@@ -207,7 +204,6 @@ export class Rollups {
       }
       const byCustomer = new Map<string, TotalsState>([...createdAt].map(([id, at]) => [id, { ...emptyTotals(), createdAt: at }]));
       const opsOf = new Map<string, string[]>();
-      const timelineOf = new Map<string, string[]>();
       const creditedOf = new Map<string, EventDoc[]>();
       let events = 0;
       let reported = Date.now();
@@ -222,9 +218,6 @@ export class Rollups {
         const ops = opsOf.get(e.customerId) ?? [];
         ops.push(e.opId);
         opsOf.set(e.customerId, ops);
-        const timeline = timelineOf.get(e.customerId) ?? [];
-        timeline.push(timelineEntry(e));
-        timelineOf.set(e.customerId, timeline);
         if (e.type === "click" || e.type === "sale") {
           const list = creditedOf.get(e.customerId) ?? [];
           list.push(e);
@@ -236,7 +229,6 @@ export class Rollups {
       await this.repo.dropWorkspaceRollups(ws);
       const docs = [...byCustomer].map(([id, s]) => totalsDoc(ws, id, s, (versions.get(id) ?? 0) + 1, [...new Set(opsOf.get(id))]));
       await this.repo.insertTotalsMany(docs);
-      await this.repo.insertTimelinesMany(ws, timelineOf);
       const deltas = new Map<string, CellDelta>();
       const members = new Map<string, string[]>();
       for (const [id, s] of byCustomer) {

@@ -191,7 +191,7 @@ export function cohortAnchor(s: TotalsState): Date | null {
   return s.firstTouch?.at ?? s.createdAt;
 }
 
-/** "<ISO time>|<ref>": how timelines and member lists store a time with what it refers to. */
+/** "<ISO time>|<ref>": how member lists store a time with what it refers to. */
 export function timeEntry(at: Date, ref: string): string {
   return `${at.toISOString()}|${ref}`;
 }

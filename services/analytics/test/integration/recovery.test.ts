@@ -143,7 +143,7 @@ describe("recovery of interrupted writes", () => {
     expect(await figures(ws)).toEqual(before);
   });
 
-  it("rebuilds a workspace whose attribution cells an older build wrote one per model, dropping their indexes", async () => {
+  it("migrates an older build's data: attribution cells one per model rebuilt (their indexes dropped), customer timelines dropped", async () => {
     const { id: ws } = await mesh.workspace({ currency: "USD" });
     const a = mesh.host.client(AnalyticsService);
     await a.trackClick({ workspaceId: ws, clickId: "c1", linkId: "lnk_a", campaignId: "spring", timestamp: timestampFromDate(new Date("2026-03-01T09:00:00Z")) });
@@ -155,8 +155,10 @@ describe("recovery of interrupted writes", () => {
     // What the older build stored: a document per model, and its index.
     await repo.attributionCells.insertOne({ _id: `${ws}|linear|link|k:lnk_a`, workspaceId: ws, model: "linear", dim: "link", key: "lnk_a", revenue: 300, sales: 1, customers: 1 } as never);
     await repo.attributionCells.createIndex({ workspaceId: 1, model: 1, dim: 1 }, { name: "ws_model_dim" });
+    await db.collection("timeline_buckets").insertOne({ _id: `${ws}:x#000000` as never, workspaceId: ws, owner: `${ws}:x`, seq: 0, count: 1, entries: ["2026-03-01T10:00:00.000Z|x"] });
     const r = replica();
     await migrateStoredForms(repo, r.ops, createLogger("test", "error"));
+    expect(await db.listCollections({ name: "timeline_buckets" }).toArray()).toEqual([]);
     expect((await repo.attributionCells.listIndexes().toArray()).map((i) => i["name"])).not.toContain("ws_model_dim");
     expect(await r.ops.dueRebuilds(100)).toContain(ws);
     expect(await r.recovery.sweep()).toMatchObject({ rebuilt: 1 });
