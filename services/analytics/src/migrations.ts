@@ -9,6 +9,13 @@
  * documents included, and recomputes them from the raw events). Until it has run, that
  * workspace's attribution report is incomplete. The old indexes are dropped after.
  *
+ * Cohort hour cells, new: data of an older build has day cells but no hour cells, and a partial
+ * boundary day would then miss its whole hours. The hour cells' index is created here, not with
+ * the others, and only after every workspace with day cells has its rebuild requested (durably),
+ * so the index's absence is the mark: a start that stops in between finds it missing and requests
+ * them again; once it exists, start-up reads nothing. Until its rebuild has run, a workspace's
+ * cohort ranges with a time of day miss the customers of the whole hours of their partial days.
+ *
  * Customer timelines (`timeline_buckets`): a customer's events are read through the `journey`
  * index of `events` instead, so the collection an older build kept is dropped.
  */
@@ -20,10 +27,21 @@ const OLD_ATTRIBUTION_INDEXES = ["ws_model_dim", "ws_model_dim_day"];
 
 export async function migrateStoredForms(repo: AnalyticsRepository, ops: WriteOps, logger: Logger): Promise<void> {
   if (await repo.dropRetired("timeline_buckets")) logger.info("customer timelines of an older build dropped (read from the events now)");
-  await migrateAttributionCells(repo, ops, logger);
+  await addHourCells(repo, ops, logger);
+  await splitAttributionCells(repo, ops, logger);
 }
 
-async function migrateAttributionCells(repo: AnalyticsRepository, ops: WriteOps, logger: Logger): Promise<void> {
+async function addHourCells(repo: AnalyticsRepository, ops: WriteOps, logger: Logger): Promise<void> {
+  if (await repo.hasHourCellIndex()) return;
+  // A fresh database has no day cells: nothing to rebuild, only the index to create.
+  for (const ws of await repo.workspacesWithDayCells()) {
+    await ops.requestRebuild(ws);
+    logger.info("cohort cells of an older build, without hour cells: rebuild requested", { workspaceId: ws });
+  }
+  await repo.ensureHourCellIndex();
+}
+
+async function splitAttributionCells(repo: AnalyticsRepository, ops: WriteOps, logger: Logger): Promise<void> {
   // The old indexes mark data of an older build: without them there is nothing to look for, and
   // start-up scans nothing. Rebuilds are requested (durably) before the indexes go, so a start
   // that stops in between finds the indexes again and requests them again.

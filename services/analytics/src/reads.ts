@@ -1,13 +1,16 @@
 /**
  * Cohort and LTV answers from the rollup cells. Without a date range a cohort question reads
  * the all-time cells of one dimension; with one it sums the day cells of the whole days in
- * range and adds the customers whose first touch lies in a partial boundary day, found through
- * the member lists of its hours. Either way the documents read grow with the answer
- * (keys × days), not with the events.
+ * range, and for a partial boundary day (an edge with a time of day) the hour cells of the
+ * whole hours inside it. Only the sub-hour remainder at each edge — at most two partial hours
+ * per range edge — is answered customer by customer: the member lists of those hours, each
+ * candidate checked against its totals. So the documents read grow with the answer (keys ×
+ * days, (campaign, source) pairs × hours) plus the customers anchored in the edge hours; a
+ * "last 24 hours" range no longer reads every customer of the day's busy hours.
  */
 import { dayKey, dayStartMs, DAY_MS, isoWeekKey, monthIndex, monthKeyOfIndex } from "./buckets.js";
 import type { TimeRange } from "./dates.js";
-import type { AnalyticsRepository, CohortCellDoc } from "./repository.js";
+import type { AnalyticsRepository, CohortCellDoc, HourCellDoc, TotalsDoc } from "./repository.js";
 import { cohortAnchor, cohortValues, contributions, dayCellId, type CohortDimension, type CohortValues, type DayDimension } from "./totals.js";
 import { stateOf } from "./rollups.js";
 
@@ -38,7 +41,7 @@ function addInto(m: Map<string | null, CohortValues>, key: string | null, v: Coh
   });
 }
 
-const valuesOf = (c: CohortCellDoc): CohortValues => ({ customers: c.customers, leads: c.leads, sales: c.sales, revenue: c.revenue, customersWithSale: c.customersWithSale });
+const valuesOf = (c: CohortCellDoc | HourCellDoc): CohortValues => ({ customers: c.customers, leads: c.leads, sales: c.sales, revenue: c.revenue, customersWithSale: c.customersWithSale });
 
 /** Rows sorted by cohort key, customers-less rows dropped, the null cohort last. */
 export function toRows(m: Map<string | null, CohortValues>): CohortRow[] {
@@ -78,6 +81,32 @@ export function splitRange(r: TimeRange): { fromDay: string; toDay: string; part
   return { fromDay, toDay, partial: partial.filter(([a, b]) => a <= b) };
 }
 
+const HOUR_MS = 3_600_000;
+const hourKey = (ms: number) => new Date(ms).toISOString().slice(0, 13);
+
+/**
+ * A partial interval [a, b] (within one day) as the whole hours inside it, as an inclusive
+ * range of hour keys (null when none), and the sub-hour remainders at its ends: at most two,
+ * one partial hour each — or [a, b] itself when it holds no whole hour (then at most two
+ * partial hours, e.g. 12:30–13:20).
+ */
+export function splitPartialDay(a: number, b: number): { hours: [string, string] | null; edges: Array<[number, number]> } {
+  const firstWhole = Math.ceil(a / HOUR_MS) * HOUR_MS;
+  const endWhole = Math.floor((b + 1) / HOUR_MS) * HOUR_MS; // exclusive
+  if (firstWhole >= endWhole) return { hours: null, edges: [[a, b]] };
+  const edges: Array<[number, number]> = [];
+  if (a < firstWhole) edges.push([a, firstWhole - 1]);
+  if (endWhole <= b) edges.push([endWhole, b]);
+  return { hours: [hourKey(firstWhole), hourKey(endWhole - HOUR_MS)], edges };
+}
+
+/** The key an hour cell's customers have under `dim`: week and month from the hour, campaign and source from the cell. */
+function hourCellKey(c: HourCellDoc, dim: CohortDimension): string | null {
+  if (dim === "week") return isoWeekKey(new Date(Date.parse(`${c.hour}:00:00Z`)));
+  if (dim === "month") return c.hour.slice(0, 7);
+  return dim === "campaign" ? c.campaign : c.source;
+}
+
 export async function cohorts(repo: AnalyticsRepository, ws: string, dim: CohortDimension, range: TimeRange): Promise<CohortRow[]> {
   const m = new Map<string | null, CohortValues>();
   if (range.start === undefined && range.end === undefined) {
@@ -85,22 +114,33 @@ export async function cohorts(repo: AnalyticsRepository, ws: string, dim: Cohort
     return toRows(m);
   }
   const { fromDay, toDay, partial } = splitRange(range);
-  if (fromDay <= toDay) {
-    const dayDim = dim === "week" || dim === "month" ? "day" : dim;
-    for (const c of await dayCellsInRange(repo, ws, dayDim, fromDay, toDay)) {
-      const key = dim === "week" ? isoWeekKey(new Date(dayStartMs(c.day!))) : dim === "month" ? c.day!.slice(0, 7) : c.key;
-      addInto(m, key, valuesOf(c));
-    }
-  }
-  // A partial interval lies within one day: the members of its hours, checked against their totals.
+  const dayDim = dim === "week" || dim === "month" ? "day" : dim;
+  // A partial interval lies within one day: its whole hours come from the hour cells (one query
+  // per interval), the partial hours at its ends from the member lists of those hours (one read
+  // for all of them), each candidate checked against its totals.
+  const hourRanges: Array<[string, string]> = [];
+  const edges: Array<[number, number]> = [];
   for (const [a, b] of partial) {
-    for (const t of (await repo.findTotals(ws, await repo.membersBetween(ws, a, b))).values()) {
-      const s = stateOf(t);
-      const at = cohortAnchor(s);
-      if (at === null || at.getTime() < a || at.getTime() > b) continue;
-      const cell = contributions(ws, s).find((c) => c.collection === "cohort_cells" && c.fields["dim"] === dim);
-      if (cell !== undefined) addInto(m, cell.fields["key"] as string | null, cohortValues(s));
-    }
+    const split = splitPartialDay(a, b);
+    if (split.hours !== null) hourRanges.push(split.hours);
+    edges.push(...split.edges);
+  }
+  const [dayCells, hourCells, edgeTotals] = await Promise.all([
+    fromDay <= toDay ? dayCellsInRange(repo, ws, dayDim, fromDay, toDay) : Promise.resolve([]),
+    Promise.all(hourRanges.map(([from, to]) => repo.hourCellsBetween(ws, from, to))),
+    edges.length === 0 ? Promise.resolve(new Map<string, TotalsDoc>()) : repo.membersBetween(ws, edges).then((ids) => repo.findTotals(ws, ids)),
+  ]);
+  for (const c of dayCells) {
+    const key = dim === "week" ? isoWeekKey(new Date(dayStartMs(c.day!))) : dim === "month" ? c.day!.slice(0, 7) : c.key;
+    addInto(m, key, valuesOf(c));
+  }
+  for (const c of hourCells.flat()) addInto(m, hourCellKey(c, dim), valuesOf(c));
+  for (const t of edgeTotals.values()) {
+    const s = stateOf(t);
+    const at = cohortAnchor(s)?.getTime();
+    if (at === undefined || !edges.some(([a, b]) => at >= a && at <= b)) continue;
+    const cell = contributions(ws, s).find((c) => c.collection === "cohort_cells" && c.fields["dim"] === dim);
+    if (cell !== undefined) addInto(m, cell.fields["key"] as string | null, cohortValues(s));
   }
   return toRows(m);
 }

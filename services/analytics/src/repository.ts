@@ -3,8 +3,8 @@
  * - `events`: raw events, `_id` = the idempotency key (`${ws}:click:${clickId}`, ...);
  * - `click_owners`: `_id` = `${ws}:${clickId}` → the customer a click belongs to;
  * - `customer_totals`: `_id` = `${ws}:${customerId}`, the fold of the customer's events;
- * - `cohort_cells`, `cohort_day_cells`, `ltv_cells`: rollups kept with `$inc` upserts on
- *   deterministic `_id`s;
+ * - `cohort_cells`, `cohort_day_cells`, `cohort_hour_cells`, `ltv_cells`: rollups kept with
+ *   `$inc` upserts on deterministic `_id`s;
  * - `member_buckets`: hourly member lists, in buckets of a fixed size (bucket-lists.ts);
  * - `write_ops`: one marker per write in flight that changes totals and cells (write-ops.ts);
  * - `workspace_rebuilds`: `_id` = workspace id, the lease of a RebuildWorkspace in progress.
@@ -49,9 +49,9 @@ export interface TotalsDoc extends TotalsState {
 
 /**
  * The list of the customers whose cohort anchor (first touch, else creation time) fell in one
- * UTC hour ("2026-01-05T13"): "<anchor ISO>|<customerId>" entries, so that the partial boundary
- * days of a cohort range read the members of at most 24 hours instead of searching every
- * customer's totals.
+ * UTC hour ("2026-01-05T13"): "<anchor ISO>|<customerId>" entries, so that the sub-hour edges
+ * of a cohort range (its whole hours come from `cohort_hour_cells`) read the members of at most
+ * a few hours instead of searching every customer's totals.
  */
 export const membersOwner = (ws: string, hour: string) => `${ws}|${hour}`;
 
@@ -67,6 +67,24 @@ export interface CohortCellDoc {
   revenue: number;
   customersWithSale: number;
 }
+
+/** A cohort hour cell (totals.ts `hourCellId`): the customers anchored in one UTC hour with one (campaign, source) pair. */
+export interface HourCellDoc {
+  _id: string;
+  workspaceId: string;
+  /** "2026-01-05T13" (UTC) */
+  hour: string;
+  campaign: string | null;
+  source: string | null;
+  customers: number;
+  leads: number;
+  sales: number;
+  revenue: number;
+  customersWithSale: number;
+}
+
+/** The index of `cohort_hour_cells`; migrations.ts creates it (its absence marks data of an older build). */
+export const HOUR_CELL_INDEX = "ws_hour";
 
 export interface LtvCellDoc {
   _id: string;
@@ -173,6 +191,7 @@ export class AnalyticsRepository {
   readonly totals: Collection<TotalsDoc>;
   readonly cohortCells: Collection<CohortCellDoc>;
   readonly dayCells: Collection<CohortCellDoc>;
+  readonly hourCells: Collection<HourCellDoc>;
   readonly ltvCells: Collection<LtvCellDoc>;
   readonly ops: Collection<OpDoc>;
   readonly rebuilds: Collection<RebuildLeaseDoc>;
@@ -194,6 +213,7 @@ export class AnalyticsRepository {
     this.totals = db.collection<TotalsDoc>("customer_totals");
     this.cohortCells = db.collection<CohortCellDoc>("cohort_cells");
     this.dayCells = db.collection<CohortCellDoc>("cohort_day_cells");
+    this.hourCells = db.collection<HourCellDoc>("cohort_hour_cells");
     this.ltvCells = db.collection<LtvCellDoc>("ltv_cells");
     this.ops = db.collection<OpDoc>("write_ops");
     this.rebuilds = db.collection<RebuildLeaseDoc>("workspace_rebuilds");
@@ -230,6 +250,8 @@ export class AnalyticsRepository {
     await ensureIndexes(this.events, [{ key: { workspaceId: 1, customerId: 1, at: 1, _id: 1 }, name: "journey" }]);
     await ensureIndexes(this.cohortCells, [{ key: { workspaceId: 1, dim: 1 }, name: "ws_dim" }]);
     await ensureIndexes(this.dayCells, [{ key: { workspaceId: 1, dim: 1, day: 1 }, name: "ws_dim_day" }]);
+    // cohort_hour_cells (workspaceId, hour): created by migrations.ts once older data has its
+    // rebuilds requested (ensureHourCellIndex), as the index's absence is how it finds that data.
     await ensureIndexes(this.ltvCells, [{ key: { workspaceId: 1, cohortMonth: 1 }, name: "ws_month" }]);
     await ensureIndexes(this.attributionCells, [{ key: { workspaceId: 1, dim: 1 }, name: "ws_dim" }]);
     await ensureIndexes(this.attributionDayCells, [{ key: { workspaceId: 1, dim: 1, day: 1 }, name: "ws_dim_day" }]);
@@ -368,16 +390,20 @@ export class AnalyticsRepository {
   // -- anchor members ---------------------------------------------------------------------------
 
   /**
-   * The customers anchored in [from, to] (milliseconds, within one day), from the member lists
-   * of the hours it covers. Lists keep the anchors customers had before (a late event moves a
-   * first touch): callers check candidates against the totals.
+   * The customers anchored in any of the intervals [from, to] (milliseconds), from the member
+   * lists of the hours they cover, in one read. Lists keep the anchors customers had before (a
+   * late event moves a first touch): callers check candidates against the totals.
    */
-  async membersBetween(ws: string, from: number, to: number): Promise<string[]> {
-    const owners: string[] = [];
-    for (let t = from - (from % 3_600_000); t <= to; t += 3_600_000) owners.push(membersOwner(ws, new Date(t).toISOString().slice(0, 13)));
+  async membersBetween(ws: string, intervals: ReadonlyArray<readonly [number, number]>): Promise<string[]> {
+    const owners = new Set<string>();
+    for (const [from, to] of intervals) {
+      for (let t = from - (from % 3_600_000); t <= to; t += 3_600_000) owners.add(membersOwner(ws, new Date(t).toISOString().slice(0, 13)));
+    }
+    if (owners.size === 0) return [];
     const out = new Set<string>();
-    for (const e of (await this.members.read(owners)).map(parseTimeEntry)) {
-      if (e.at.getTime() >= from && e.at.getTime() <= to) out.add(e.ref);
+    for (const e of (await this.members.read([...owners])).map(parseTimeEntry)) {
+      const at = e.at.getTime();
+      if (intervals.some(([from, to]) => at >= from && at <= to)) out.add(e.ref);
     }
     return [...out];
   }
@@ -411,7 +437,8 @@ export class AnalyticsRepository {
   // -- cells ------------------------------------------------------------------------------------
 
   private cellCollection(name: CellDelta["collection"]): Collection<never> {
-    return (name === "cohort_cells" ? this.cohortCells : name === "cohort_day_cells" ? this.dayCells : this.ltvCells) as never;
+    const cols = { cohort_cells: this.cohortCells, cohort_day_cells: this.dayCells, cohort_hour_cells: this.hourCells, ltv_cells: this.ltvCells };
+    return cols[name] as never;
   }
 
   /** $inc upserts, one bulkWrite per collection, the collections at once. */
@@ -444,6 +471,34 @@ export class AnalyticsRepository {
     return this.byIds(this.dayCells, ids);
   }
 
+  /** The hour cells of [fromHour, toHour] ("2026-01-05T13", inclusive), through the (workspaceId, hour) index. */
+  hourCellsBetween(ws: string, fromHour: string, toHour: string): Promise<HourCellDoc[]> {
+    return dbCall("cohort_hour_cells", "find", (o) => this.hourCells.find({ workspaceId: ws, hour: { $gte: fromHour, $lte: toHour } }, o).toArray());
+  }
+
+  /** Whether `cohort_hour_cells` has its index yet (false too while the collection does not exist). */
+  async hasHourCellIndex(): Promise<boolean> {
+    const names = await dbCall("cohort_hour_cells", "listIndexes", async (o) => {
+      try {
+        return (await this.hourCells.listIndexes(o).toArray()).map((i) => i["name"] as string);
+      } catch (err) {
+        if ((err as { code?: unknown }).code === 26) return []; // NamespaceNotFound: no collection yet
+        throw err;
+      }
+    });
+    return names.includes(HOUR_CELL_INDEX);
+  }
+
+  async ensureHourCellIndex(): Promise<void> {
+    await ensureIndexes(this.hourCells, [{ key: { workspaceId: 1, hour: 1 }, name: HOUR_CELL_INDEX }]);
+  }
+
+  /** The workspaces that have day cells (one scan of `cohort_day_cells`; the migration's). */
+  async workspacesWithDayCells(): Promise<string[]> {
+    const rows = await dbCall("cohort_day_cells", "aggregate", (o) => this.dayCells.aggregate<{ _id: string }>([{ $group: { _id: "$workspaceId" } }], o).toArray());
+    return rows.map((r) => r._id);
+  }
+
   ltvCellsOf(ws: string, months: readonly string[]): Promise<LtvCellDoc[]> {
     return dbCall("ltv_cells", "find", (o) => this.ltvCells.find({ workspaceId: ws, cohortMonth: { $in: [...months] } }, o).toArray());
   }
@@ -454,7 +509,7 @@ export class AnalyticsRepository {
 
   async dropWorkspaceRollups(ws: string): Promise<void> {
     const attribution = [this.saleCredits, this.attributionHeads, this.attributionCells, this.attributionDayCells, this.attributionReturnCells];
-    for (const col of [this.cohortCells, this.dayCells, this.ltvCells, this.totals, this.members.col, ...attribution] as unknown as Collection<never>[]) {
+    for (const col of [this.cohortCells, this.dayCells, this.hourCells, this.ltvCells, this.totals, this.members.col, ...attribution] as unknown as Collection<never>[]) {
       await dbCall(col.collectionName, "deleteMany", (o) => col.deleteMany({ workspaceId: ws } as never, o));
     }
   }

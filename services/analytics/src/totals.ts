@@ -174,7 +174,7 @@ export interface CohortValues {
 
 /** A rollup cell: where it lives, its identity fields, and the amounts it holds. */
 export interface Cell {
-  readonly collection: "cohort_cells" | "cohort_day_cells" | "ltv_cells";
+  readonly collection: "cohort_cells" | "cohort_day_cells" | "cohort_hour_cells" | "ltv_cells";
   readonly id: string;
   readonly fields: Readonly<Record<string, string | number | null>>;
   readonly values: Readonly<Record<string, number>>;
@@ -185,6 +185,13 @@ const keyPart = (key: string | null) => (key === null ? "n" : `k:${key}`);
 export const cohortCellId = (ws: string, dim: CohortDimension, key: string | null) => `${ws}|${dim}|${keyPart(key)}`;
 export const dayCellId = (ws: string, dim: DayDimension, day: string, key: string | null) => `${ws}|${dim}|${day}|${keyPart(key)}`;
 export const ltvCellId = (ws: string, cohortMonth: string, offset: number) => `${ws}|${cohortMonth}|${offset}`;
+/**
+ * A key followed by another one: its length goes first, so a "|" inside it cannot end it early
+ * ("a|k1:b" + null and "a" + "b|n" stay apart); null stays "n", apart from the string "null".
+ */
+const leadingKeyPart = (key: string | null) => (key === null ? "n" : `k${key.length}:${key}`);
+/** The cell of one anchor hour ("2026-01-05T13", UTC) and one (campaign, source) pair. */
+export const hourCellId = (ws: string, hour: string, campaign: string | null, source: string | null) => `${ws}|hour|${hour}|${leadingKeyPart(campaign)}|${keyPart(source)}`;
 
 /** What places a customer in cohorts: its first touch, or its creation time when it has no touchpoint. */
 export function cohortAnchor(s: TotalsState): Date | null {
@@ -221,9 +228,11 @@ export function cohortValues(s: TotalsState): CohortValues {
 
 /**
  * The cells a customer feeds: one cohort cell per dimension (all time), one day cell per
- * day-keyed dimension (for start/end filters), and one LTV cell per month with revenue, all
- * keyed by the cohort anchor. A customer with neither a touchpoint nor a known creation time
- * feeds nothing.
+ * day-keyed dimension (for start/end filters), one hour cell (for the whole hours of a partial
+ * boundary day), and one LTV cell per month with revenue, all keyed by the cohort anchor. The
+ * hour cell carries campaign and source together rather than one cell per dimension: a read
+ * of a few hours groups them by either, and a write pays one upsert for it instead of three.
+ * A customer with neither a touchpoint nor a known creation time feeds nothing.
  */
 export function contributions(ws: string, s: TotalsState): Cell[] {
   const at = cohortAnchor(s);
@@ -252,6 +261,8 @@ export function contributions(ws: string, s: TotalsState): Cell[] {
   for (const [dim, key] of dayKeys) {
     cells.push({ collection: "cohort_day_cells", id: dayCellId(ws, dim, day, key), fields: { workspaceId: ws, dim, day, key }, values });
   }
+  const hour = at.toISOString().slice(0, 13);
+  cells.push({ collection: "cohort_hour_cells", id: hourCellId(ws, hour, campaign, source), fields: { workspaceId: ws, hour, campaign, source }, values });
   const cohortMonth = monthKey(at);
   const base = monthIndexOfKey(cohortMonth);
   for (const m of s.revenueByMonth) {

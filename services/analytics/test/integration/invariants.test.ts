@@ -157,6 +157,15 @@ const scenario = fc
     chunking: fc.array(fc.record({ size: fc.integer({ min: 1, max: 6 }), mode: fc.constantFrom("batch", "concurrent", "serial") }), { minLength: 12, maxLength: 12 }),
     seed: fc.integer(),
     range: fc.record({ a: fc.nat(SPAN / 1000), b: fc.nat(SPAN / 1000), dateOnly: fc.boolean() }),
+    // A range around one of the instants, its edges any millisecond up to 30 hours away (often
+    // on the instant itself, an hour, or a millisecond off one): partial days with whole hours
+    // and sub-hour edges where there are customers.
+    narrow: fc.record({
+      around: fc.nat(39),
+      before: fc.oneof(fc.constant(0), fc.constant(3_600_000), fc.constant(3_600_001), fc.integer({ min: 0, max: 30 * 3_600_000 })),
+      after: fc.oneof(fc.constant(0), fc.constant(3_599_999), fc.integer({ min: 0, max: 30 * 3_600_000 })),
+      snap: fc.constantFrom("none", "start", "end", "both"),
+    }),
   })
   .map((s) => {
     const at = (i: number) => NOW - SPAN - 86_400_000 + s.times[i]! * 1000;
@@ -366,6 +375,16 @@ describe("analytics invariants", () => {
           expect(plain((await a.getCohorts({ workspaceId: ws, groupBy: by, start, end })).cohorts), `cohorts ${by} ${start}..${end}`).toEqual(cohortsModel(by, loMs, hiMs));
         }
         expect(plain((await a.getCohorts({ workspaceId: ws, start })).cohorts)).toEqual(cohortsModel("week", loMs));
+        // Time-of-day edges near the customers: whole hours of partial days and their sub-hour edges.
+        const instant = NOW - SPAN - 86_400_000 + s.times[s.narrow.around]! * 1000;
+        const hourOf = (ms: number) => ms - (((ms % 3_600_000) + 3_600_000) % 3_600_000);
+        let nLo = instant - s.narrow.before;
+        let nHi = instant + s.narrow.after;
+        if (s.narrow.snap === "start" || s.narrow.snap === "both") nLo = hourOf(nLo);
+        if (s.narrow.snap === "end" || s.narrow.snap === "both") nHi = hourOf(nHi) + 3_599_999;
+        for (const by of ["week", "month", "campaign", "source"]) {
+          expect(plain((await a.getCohorts({ workspaceId: ws, groupBy: by, start: iso(nLo), end: iso(nHi) })).cohorts), `cohorts ${by} ${iso(nLo)}..${iso(nHi)}`).toEqual(cohortsModel(by, nLo, nHi));
+        }
 
         // LTV cohorts.
         const months = 7;

@@ -169,6 +169,47 @@ describe("recovery of interrupted writes", () => {
     expect(await r.ops.dueRebuilds(100)).not.toContain(ws);
   });
 
+  it("rebuilds the workspaces an older build left without hour cells, again after a start that stopped before creating their index", async () => {
+    const { id: ws } = await mesh.workspace({ currency: "USD" });
+    const a = mesh.host.client(AnalyticsService);
+    await a.trackClick({ workspaceId: ws, clickId: "c1", linkId: "lnk_a", timestamp: timestampFromDate(new Date("2026-03-01T10:20:00Z")) });
+    await a.trackLead({ workspaceId: ws, externalId: "u1", clickId: "c1", eventId: "l1", timestamp: timestampFromDate(new Date("2026-03-01T11:00:00Z")) });
+    // 10:00–11:59 are whole hours of this partial day: they come from the hour cells.
+    const partialDay = async () => (await a.getCohorts({ workspaceId: ws, groupBy: "month", start: "2026-03-01T09:30:00Z", end: "2026-03-01T12:00:00Z" })).cohorts.map((c) => [c.cohort, c.customers]);
+    expect(await partialDay()).toEqual([["2026-03", 1n]]);
+    // What an older build stored: day cells, but neither hour cells nor their index.
+    await repo.hourCells.dropIndex("ws_hour");
+    await repo.hourCells.deleteMany({ workspaceId: ws });
+    expect(await partialDay()).toEqual([]);
+    const indexed = async () => (await repo.hourCells.listIndexes().toArray()).map((i) => i["name"]).includes("ws_hour");
+    const r = replica();
+    /** Sweeps until the workspace's rebuild has run (the mesh's own sweeper may be the one to run it). */
+    const rebuilt = async () => {
+      for (const until = Date.now() + 30_000; (await repo.findRebuildLease(ws)) !== null && Date.now() < until; ) {
+        if ((await r.ops.dueRebuilds(100)).includes(ws)) await r.recovery.sweep();
+        else await new Promise((done) => setTimeout(done, 100));
+      }
+      expect(await repo.findRebuildLease(ws)).toBeNull();
+    };
+    // A start that stops after requesting the rebuilds, before creating the index.
+    const stopping = Object.create(repo) as AnalyticsRepository;
+    stopping.ensureHourCellIndex = () => Promise.reject(new Error("stopped"));
+    await expect(migrateStoredForms(stopping, r.ops, createLogger("test", "error"))).rejects.toThrow("stopped");
+    expect(await r.ops.dueRebuilds(100)).toContain(ws);
+    expect(await indexed()).toBe(false);
+    await rebuilt();
+    expect(await partialDay()).toEqual([["2026-03", 1n]]);
+    // The next start finds the index still missing: it requests the rebuilds again, then creates it.
+    await migrateStoredForms(repo, r.ops, createLogger("test", "error"));
+    expect(await r.ops.dueRebuilds(100)).toContain(ws);
+    expect(await indexed()).toBe(true);
+    await rebuilt();
+    expect(await partialDay()).toEqual([["2026-03", 1n]]);
+    // Once the index is there, a start requests nothing.
+    await migrateStoredForms(repo, r.ops, createLogger("test", "error"));
+    expect(await r.ops.dueRebuilds(100)).not.toContain(ws);
+  });
+
   it("finishes a write past its marker when its caller's deadline passes meanwhile: no marker left to recovery, nothing to rebuild", async () => {
     const { id: ws } = await mesh.workspace({ currency: "USD" });
     const r = replica();

@@ -225,7 +225,7 @@ describe("analytics replicas on one database", () => {
   /** Cells (non-zero ones; cohort, LTV and attribution), totals and sale credits as stored, in a comparable form. */
   async function snapshot(ws: string) {
     const cells: unknown[] = [];
-    for (const name of ["cohort_cells", "cohort_day_cells", "ltv_cells", "attribution_cells", "attribution_day_cells", "attribution_return_cells"]) {
+    for (const name of ["cohort_cells", "cohort_day_cells", "cohort_hour_cells", "ltv_cells", "attribution_cells", "attribution_day_cells", "attribution_return_cells"]) {
       const docs = await db.collection(name).find({ workspaceId: ws }).sort({ _id: 1 }).toArray();
       cells.push(...docs.map(withoutZeros).filter((d) => hasFigures(d)));
     }

@@ -97,9 +97,9 @@ describe("analytics tracking and reads", () => {
       ["lead", "2026-01-06T00:00:00.000Z"],
       ["sale", "2026-01-07T00:00:00.000Z"],
     ]);
-    // Partial-day ranges read the anchor-hour member lists (first touch: the click, 01-05 00:00).
+    // A sub-hour edge of a partial day reads the anchor-hour member lists (first touch: the click, 01-05 00:00).
     const partialDay = async () =>
-      (await a.getCohorts({ workspaceId: ws, groupBy: "week", start: "2026-01-04T12:00:00Z", end: "2026-01-05T06:00:00Z" })).cohorts.map((c) => [c.cohort, c.customers]);
+      (await a.getCohorts({ workspaceId: ws, groupBy: "week", start: "2026-01-04T12:00:00Z", end: "2026-01-05T00:30:00Z" })).cohorts.map((c) => [c.cohort, c.customers]);
     expect(await partialDay()).toEqual([["2026-W02", 1n]]);
     // Member lists are derived: a rebuild recreates them from the raw events.
     const { db, close } = await pluginDatabase(mesh, "analytics");
@@ -112,6 +112,61 @@ describe("analytics tracking and reads", () => {
     expect(await partialDay()).toEqual([["2026-W02", 1n]]);
     const cohorts = await a.getCohorts({ workspaceId: ws, groupBy: "week" });
     expect(cohorts.cohorts.map((c) => [c.cohort, c.customers, c.sales, c.revenue])).toEqual([["2026-W02", 1n, 1n, 10n]]);
+  });
+
+  it("answers the whole hours of a partial day from hour cells and only its sub-hour edges from the member lists", async () => {
+    const { id: ws } = await mesh.workspace({ currency: "USD" });
+    const a = mesh.host.client(AnalyticsService);
+    const events = [
+      // 10:15 spring/google; 10:45 a campaign with "|" and no source; 11:30 no click at all; 12:10 no campaign, the source "null".
+      { event: { case: "click" as const, value: { workspaceId: "", clickId: "k1", linkId: "l1", campaignId: "spring", source: "google", timestamp: ts("2026-01-05T10:15:00Z") } } },
+      { event: { case: "click" as const, value: { workspaceId: "", clickId: "k2", linkId: "l1", campaignId: "a|k:b", timestamp: ts("2026-01-05T10:45:00Z") } } },
+      { event: { case: "click" as const, value: { workspaceId: "", clickId: "k4", linkId: "l1", source: "null", timestamp: ts("2026-01-05T12:10:00Z") } } },
+      { event: { case: "lead" as const, value: { workspaceId: "", externalId: "p1", clickId: "k1", eventId: "e1", timestamp: ts("2026-01-05T15:00:00Z") } } },
+      { event: { case: "lead" as const, value: { workspaceId: "", externalId: "p2", clickId: "k2", eventId: "e2", timestamp: ts("2026-01-05T15:00:00Z") } } },
+      { event: { case: "lead" as const, value: { workspaceId: "", externalId: "p3", eventId: "e3", timestamp: ts("2026-01-05T11:30:00Z") } } },
+      { event: { case: "lead" as const, value: { workspaceId: "", externalId: "p4", clickId: "k4", eventId: "e4", timestamp: ts("2026-01-05T15:00:00Z") } } },
+      { event: { case: "sale" as const, value: { workspaceId: "", externalId: "p1", amount: 70n, currency: "USD", invoiceId: "s1", timestamp: ts("2026-01-06T00:00:00Z") } } },
+    ];
+    const res = await a.trackBatch({ workspaceId: ws, events: events as never });
+    expect(res.results.every((r) => r.error === undefined)).toBe(true);
+    const rows = async (groupBy: string, start: string, end: string) =>
+      (await a.getCohorts({ workspaceId: ws, groupBy, start, end })).cohorts.map((c) => [c.cohort ?? null, c.customers, c.revenue]);
+    // 10:00–11:59:59.999 whole, and a millisecond of each neighbouring hour at the edges.
+    const whole = async () => ({
+      campaign: await rows("campaign", "2026-01-05T09:59:59.999Z", "2026-01-05T12:00:00.000Z"),
+      source: await rows("source", "2026-01-05T09:59:59.999Z", "2026-01-05T12:00:00.000Z"),
+      week: await rows("week", "2026-01-05T09:59:59.999Z", "2026-01-05T12:00:00.000Z"),
+      month: await rows("month", "2026-01-05T09:59:59.999Z", "2026-01-05T12:00:00.000Z"),
+    });
+    const expected = {
+      campaign: [["a|k:b", 1n, 0n], ["spring", 1n, 70n], [null, 1n, 0n]],
+      source: [["google", 1n, 70n], [null, 2n, 0n]],
+      week: [["2026-W02", 3n, 70n]],
+      month: [["2026-01", 3n, 70n]],
+    };
+    expect(await whole()).toEqual(expected);
+    // A sub-hour edge: 12:05 to 13:00 holds the 12:10 customer (source "null", not null).
+    const edge = () => rows("source", "2026-01-05T12:05:00Z", "2026-01-05T13:00:00Z");
+    expect(await edge()).toEqual([["null", 1n, 0n]]);
+
+    const { db, close } = await pluginDatabase(mesh, "analytics");
+    try {
+      // Without the member lists the whole hours still answer; the sub-hour edge does not.
+      await db.collection("member_buckets").deleteMany({ workspaceId: ws });
+      expect(await whole()).toEqual(expected);
+      expect(await edge()).toEqual([]);
+      // Without the hour cells the whole hours answer nothing: that is where they come from.
+      expect(await db.collection("cohort_hour_cells").countDocuments({ workspaceId: ws })).toBe(4);
+      await db.collection("cohort_hour_cells").deleteMany({ workspaceId: ws });
+      expect((await whole()).campaign).toEqual([]);
+      // A rebuild derives both again.
+      await a.rebuildWorkspace({ workspaceId: ws });
+      expect(await whole()).toEqual(expected);
+      expect(await edge()).toEqual([["null", 1n, 0n]]);
+    } finally {
+      await close();
+    }
   });
 });
 

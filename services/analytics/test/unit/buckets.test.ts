@@ -2,7 +2,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { dayKey, isoWeekKey, monthIndex, monthIndexOfKey, monthKey, monthKeyOfIndex } from "../../src/buckets.js";
 import { parseIsoBound } from "../../src/dates.js";
-import { splitRange } from "../../src/reads.js";
+import { splitPartialDay, splitRange } from "../../src/reads.js";
 
 const d = (s: string) => new Date(`${s}T12:00:00Z`);
 
@@ -78,5 +78,35 @@ describe("date bounds", () => {
         expect(Number(inWhole) + inPartial).toBe(t >= start && t <= end ? 1 : 0);
       }),
     );
+  });
+
+  it("splits a partial day into whole hours and at most two sub-hour edges that cover it exactly", () => {
+    const HOUR = 3_600_000;
+    const day = Date.UTC(2026, 0, 5);
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 24 * HOUR - 1 }), fc.integer({ min: 0, max: 24 * HOUR - 1 }), fc.integer({ min: -HOUR, max: 25 * HOUR }), (x, y, probe) => {
+        // Edges often on an hour or a millisecond off one.
+        const snap = (v: number) => (v % 7 === 0 ? v - (v % HOUR) : v % 7 === 1 ? v - (v % HOUR) + HOUR - 1 : v);
+        const a = day + Math.min(snap(x), snap(y));
+        const b = day + Math.max(snap(x), snap(y));
+        const { hours, edges } = splitPartialDay(a, b);
+        expect(edges.length).toBeLessThanOrEqual(2);
+        // Each edge lies within one hour, unless it is the whole interval without a whole hour (then at most two hours).
+        for (const [ea, eb] of edges) expect(Math.floor(eb / HOUR) - Math.floor(ea / HOUR)).toBeLessThanOrEqual(hours === null ? 1 : 0);
+        const t = day + probe;
+        const hour = new Date(t).toISOString().slice(0, 13);
+        const inHours = hours !== null && hour >= hours[0] && hour <= hours[1] ? 1 : 0;
+        const inEdges = edges.filter(([ea, eb]) => t >= ea && t <= eb).length;
+        expect(inHours + inEdges).toBe(t >= a && t <= b ? 1 : 0);
+      }),
+    );
+    expect(splitPartialDay(Date.parse("2026-01-05T12:00:00Z"), Date.parse("2026-01-05T23:59:59.998Z"))).toEqual({
+      hours: ["2026-01-05T12", "2026-01-05T22"],
+      edges: [[Date.parse("2026-01-05T23:00:00Z"), Date.parse("2026-01-05T23:59:59.998Z")]],
+    });
+    expect(splitPartialDay(Date.parse("2026-01-05T12:30:00Z"), Date.parse("2026-01-05T13:20:00Z"))).toEqual({
+      hours: null,
+      edges: [[Date.parse("2026-01-05T12:30:00Z"), Date.parse("2026-01-05T13:20:00Z")]],
+    });
   });
 });

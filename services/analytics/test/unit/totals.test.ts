@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { toRows } from "../../src/reads.js";
-import { accumulate, contributions, diffCells, emptyTotals, foldEvents, nonZero, type CellDelta, type FoldableEvent } from "../../src/totals.js";
+import { accumulate, cohortCellId, contributions, dayCellId, diffCells, emptyTotals, foldEvents, hourCellId, ltvCellId, nonZero, type CellDelta, type FoldableEvent } from "../../src/totals.js";
 
 const event = fc.record({
   _id: fc.string({ minLength: 1, maxLength: 6 }),
@@ -47,6 +47,40 @@ describe("customer totals", () => {
         for (const s of finals) accumulate(recount, contributions("ws", s), 1);
         const clean = (m: Map<string, CellDelta>) => Object.fromEntries(nonZero(m).map((d) => [d.id, Object.fromEntries(Object.entries(d.inc).filter(([, v]) => v !== 0))]));
         expect(clean(kept)).toEqual(clean(recount));
+      }),
+    );
+  });
+
+  it("a customer feeds exactly one hour cell, keyed by its anchor hour, campaign and source", () => {
+    const s = foldEvents(emptyTotals(), [
+      { _id: "click:c1", type: "click", at: new Date("2026-01-05T13:20:00Z"), clickId: "c1", linkId: "l1", campaignId: "spring", source: null },
+      { _id: "sale:s1", type: "sale", at: new Date("2026-01-06T09:00:00Z"), amount: 40 },
+    ]);
+    const hours = contributions("ws", s).filter((c) => c.collection === "cohort_hour_cells");
+    expect(hours).toEqual([
+      {
+        collection: "cohort_hour_cells",
+        id: hourCellId("ws", "2026-01-05T13", "spring", null),
+        fields: { workspaceId: "ws", hour: "2026-01-05T13", campaign: "spring", source: null },
+        values: { customers: 1, leads: 0, sales: 1, revenue: 40, customersWithSale: 1 },
+      },
+    ]);
+  });
+
+  it("hour cell ids never collide: null apart from \"null\", keys with \"|\" apart, nor with the other cells' ids", () => {
+    const key = fc.option(fc.oneof(fc.constantFrom("null", "n", "k:", "k1:a", "|", "a|n", "a|k:b", "k3:a|b"), fc.string({ maxLength: 5 })), { nil: null });
+    const hour = fc.constantFrom("2026-01-05T13", "2026-01-05T14");
+    fc.assert(
+      fc.property(hour, key, key, hour, key, key, (h1, c1, s1, h2, c2, s2) => {
+        const same = h1 === h2 && c1 === c2 && s1 === s2;
+        expect(hourCellId("ws", h1, c1, s1) === hourCellId("ws", h2, c2, s2)).toBe(same);
+      }),
+    );
+    // The fold keys every cell's delta by its id alone, whatever its collection.
+    fc.assert(
+      fc.property(hour, key, key, key, (h, c, s, k) => {
+        const others = [cohortCellId("ws", "campaign", k), cohortCellId("ws", "source", k), dayCellId("ws", "campaign", h.slice(0, 10), k), dayCellId("ws", "day", h.slice(0, 10), null), ltvCellId("ws", h.slice(0, 7), 0)];
+        expect(others).not.toContain(hourCellId("ws", h, c, s));
       }),
     );
   });
