@@ -6,9 +6,12 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { CustomersService } from "@linquid/contracts";
-import { mapLimit, runDetached, type Logger } from "@linquid/mesh";
+import { runDetached, type Logger } from "@linquid/mesh";
 import type { TotalsDoc } from "./repository.js";
 import type { WorkspaceCurrencies } from "./workspace-currency.js";
+
+/** Items per SetCustomersStats call (the customers service's limit). */
+const MAX_STATS_ITEMS = 1000;
 
 export class StatsPusher {
   private readonly pending = new Map<string, { ws: string; doc: TotalsDoc }>();
@@ -33,7 +36,7 @@ export class StatsPusher {
 
   private async drain(): Promise<void> {
     while (this.pending.size > 0) {
-      const take = [...this.pending].slice(0, 64);
+      const take = [...this.pending].slice(0, MAX_STATS_ITEMS);
       for (const [key] of take) this.pending.delete(key);
       const byWs = new Map<string, TotalsDoc[]>();
       for (const [, { ws, doc }] of take) byWs.set(ws, [...(byWs.get(ws) ?? []), doc]);
@@ -46,29 +49,33 @@ export class StatsPusher {
     while (this.draining !== undefined) await this.draining;
   }
 
-  /** Pushes customers' stats now; a failure is logged (the next change pushes again, RecalculateLtv on demand). */
+  /** Pushes customers' stats now, in one call per 1,000; a failure is logged (the next change pushes again, RecalculateLtv on demand). */
   async push(ws: string, docs: readonly TotalsDoc[]): Promise<void> {
     if (docs.length === 0) return;
     const currency = await this.currencies.of(ws).catch(() => undefined);
     const customers = this.customers();
-    await mapLimit(docs, 8, async (d) => {
+    // Newest version per customer: the call takes each customer once.
+    const newest = new Map<string, TotalsDoc>();
+    for (const d of docs) if ((newest.get(d.customerId)?.version ?? -1) < d.version) newest.set(d.customerId, d);
+    const items = [...newest.values()].map((d) => ({
+      customerId: d.customerId,
+      version: BigInt(d.version),
+      stats: {
+        leads: BigInt(d.leads),
+        sales: BigInt(d.sales),
+        revenue: BigInt(d.revenue),
+        ...(currency !== undefined ? { currency } : {}),
+        ...(d.firstTouch !== null ? { firstSeenAt: timestampFromDate(d.firstTouch.at) } : {}),
+        ...(d.lastTouch !== null ? { lastSeenAt: timestampFromDate(d.lastTouch.at) } : {}),
+      },
+    }));
+    for (let i = 0; i < items.length; i += MAX_STATS_ITEMS) {
+      const part = items.slice(i, i + MAX_STATS_ITEMS);
       try {
-        await customers.setCustomerStats({
-          workspaceId: ws,
-          customerId: d.customerId,
-          version: BigInt(d.version),
-          stats: {
-            leads: BigInt(d.leads),
-            sales: BigInt(d.sales),
-            revenue: BigInt(d.revenue),
-            ...(currency !== undefined ? { currency } : {}),
-            ...(d.firstTouch !== null ? { firstSeenAt: timestampFromDate(d.firstTouch.at) } : {}),
-            ...(d.lastTouch !== null ? { lastSeenAt: timestampFromDate(d.lastTouch.at) } : {}),
-          },
-        });
+        await customers.setCustomersStats({ workspaceId: ws, items: part });
       } catch (err) {
-        this.logger.warn("could not push customer stats", { workspaceId: ws, customerId: d.customerId, code: Code[ConnectError.from(err).code] });
+        this.logger.warn("could not push customer stats", { workspaceId: ws, customers: part.length, code: Code[ConnectError.from(err).code] });
       }
-    });
+    }
   }
 }

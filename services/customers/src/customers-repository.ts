@@ -51,6 +51,7 @@ export interface CustomersRepository {
   /** Every live customer matching `filters`, oldest first, a batch at a time, each read when asked for. */
   walk(workspaceId: string, filters: CustomerFilters): AsyncGenerator<CustomerDoc[]>;
   setStats(workspaceId: string, customerId: string, stats: StatsDoc, version: number): Promise<StatsResult>;
+  setStatsMany(workspaceId: string, items: ReadonlyArray<{ customerId: string; stats: StatsDoc; version: number }>): Promise<number>;
 }
 
 export interface RepositoryOptions {
@@ -300,6 +301,16 @@ export class MongoCustomersRepository implements CustomersRepository {
     if (res.matchedCount > 0) return "applied";
     const exists = await dbCall("customers", "findOne", (o) => this.customers.findOne({ _id: customerId, workspaceId }, { ...o, projection: { _id: 1 } }));
     return exists === null ? "not_found" : "stale";
+  }
+
+  /** setStats for many customers in one unordered bulk of conditional updates; how many were applied. */
+  async setStatsMany(workspaceId: string, items: ReadonlyArray<{ customerId: string; stats: StatsDoc; version: number }>): Promise<number> {
+    if (items.length === 0) return 0;
+    const ops = items.map(({ customerId, stats, version }) => ({
+      updateOne: { filter: { _id: customerId, workspaceId, statsVersion: { $not: { $gte: version } } }, update: { $set: { stats, statsVersion: version } } },
+    }));
+    const res = await dbCall("customers", "bulkWrite", (o) => this.customers.bulkWrite(ops as never, { ...o, ordered: false }));
+    return res.matchedCount;
   }
 
   /**

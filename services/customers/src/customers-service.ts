@@ -20,6 +20,7 @@ import {
   type GetCustomerRequest,
   type ListCustomersRequest,
   type SetCustomerStatsRequest,
+  type SetCustomersStatsRequest,
   type StitchCustomerRequest,
   type StitchCustomersRequest,
   type BadRequest,
@@ -46,6 +47,8 @@ import {
 
 /** StitchCustomers items per call. */
 export const MAX_STITCH_ITEMS = 1000;
+/** SetCustomersStats items per call. */
+export const MAX_STATS_ITEMS = 1000;
 
 /** Formats of ExportCustomers (written by the gateway). */
 const EXPORT_FORMATS = new Set(["ndjson", "csv"]);
@@ -237,6 +240,24 @@ export class CustomersHandler implements ServiceImpl<typeof CustomersService> {
     return { applied: result === "applied" };
   }
 
+  async setCustomersStats(req: SetCustomersStatsRequest) {
+    const v = new Violations();
+    checkWorkspaceId(v, req.workspaceId);
+    if (req.items.length === 0) v.add("items", "at least one per call");
+    if (req.items.length > MAX_STATS_ITEMS) v.add("items", `at most ${MAX_STATS_ITEMS} per call`);
+    const seen = new Set<string>();
+    const items = req.items.map((item, i) => {
+      const at = `items[${i}]`;
+      if (item.customerId === "") v.add(`${at}.customerId`, "is required");
+      else if (seen.has(item.customerId)) v.add(`${at}.customerId`, "appears twice");
+      seen.add(item.customerId);
+      if (item.version < 0n || item.version > BigInt(Number.MAX_SAFE_INTEGER)) v.add(`${at}.version`, `must be 0..${Number.MAX_SAFE_INTEGER}`);
+      return { customerId: item.customerId, stats: checkStats(v, item.stats, `${at}.`), version: Number(item.version) };
+    });
+    v.throwIfAny();
+    return { applied: BigInt(await this.repo.setStatsMany(req.workspaceId, items)) };
+  }
+
   /** The live customer an `id` argument names in this workspace; NOT_FOUND otherwise. */
   private async resolve(workspaceId: string, id: string): Promise<CustomerDoc> {
     const v = new Violations();
@@ -250,13 +271,14 @@ export class CustomersHandler implements ServiceImpl<typeof CustomersService> {
   }
 }
 
-function checkStats(v: Violations, stats: CustomerStats | undefined): StatsDoc {
+/** `prefix`: where the stats sit in the request ("" for SetCustomerStats, "items[3]." for an item). */
+function checkStats(v: Violations, stats: CustomerStats | undefined, prefix = ""): StatsDoc {
   const count = (field: string, n: bigint | undefined): number => {
     const x = n ?? 0n;
-    if (x < 0n || x > BigInt(Number.MAX_SAFE_INTEGER)) v.add(`stats.${field}`, `must be 0..${Number.MAX_SAFE_INTEGER}`);
+    if (x < 0n || x > BigInt(Number.MAX_SAFE_INTEGER)) v.add(`${prefix}stats.${field}`, `must be 0..${Number.MAX_SAFE_INTEGER}`);
     return Number(x);
   };
-  if (stats?.currency !== undefined && !/^[A-Z]{3}$/.test(stats.currency)) v.add("stats.currency", "must be an ISO 4217 code such as USD");
+  if (stats?.currency !== undefined && !/^[A-Z]{3}$/.test(stats.currency)) v.add(`${prefix}stats.currency`, "must be an ISO 4217 code such as USD");
   return {
     leads: count("leads", stats?.leads),
     sales: count("sales", stats?.sales),

@@ -168,6 +168,40 @@ describe("CustomersService over gRPC", () => {
     expect((await c.setCustomerStats({ workspaceId: ws, customerId: cus.id, stats: { leads: 1n }, version: 6n })).applied).toBe(false);
   });
 
+  it("sets many customers' stats in one call: newer versions stored, stale ones and unknown customers skipped, a bad item refuses the call", async () => {
+    const [a, b] = await Promise.all(["bulk-a", "bulk-b"].map(async (externalId) => (await c.createCustomer({ workspaceId: ws, externalId })).customer!));
+    await c.setCustomerStats({ workspaceId: ws, customerId: b!.id, stats: { leads: 9n }, version: 10n });
+    const otherWs = (await mesh.workspace()).id;
+    const theirs = (await c.createCustomer({ workspaceId: otherWs, externalId: "bulk-theirs" })).customer!;
+    const res = await c.setCustomersStats({
+      workspaceId: ws,
+      items: [
+        { customerId: a!.id, stats: { leads: 2n, sales: 1n, revenue: 500n, currency: "USD" }, version: 3n },
+        { customerId: b!.id, stats: { leads: 1n }, version: 4n }, // older than the stored 10
+        { customerId: "cus_nope", stats: { leads: 1n }, version: 1n },
+        { customerId: theirs.id, stats: { leads: 7n }, version: 1n }, // another workspace's
+      ],
+    });
+    expect(res.applied).toBe(1n);
+    expect((await c.getCustomer({ workspaceId: ws, id: a!.id })).customer?.stats).toMatchObject({ leads: 2n, sales: 1n, revenue: 500n, currency: "USD" });
+    expect((await c.getCustomer({ workspaceId: ws, id: b!.id })).customer?.stats?.leads).toBe(9n);
+    expect((await c.getCustomer({ workspaceId: otherWs, id: theirs.id })).customer?.stats?.leads ?? 0n).toBe(0n);
+    // A bad item refuses the whole call: nothing is stored.
+    const err = await rpcError(
+      c.setCustomersStats({
+        workspaceId: ws,
+        items: [
+          { customerId: a!.id, stats: { leads: 5n }, version: 4n },
+          { customerId: a!.id, stats: { leads: -1n }, version: 5n },
+        ],
+      }),
+    );
+    expect(err.code).toBe(Code.InvalidArgument);
+    expect(violationsOf(err).map((v) => v.field).sort()).toEqual(["items[1].customerId", "items[1].stats.leads"]);
+    expect((await c.getCustomer({ workspaceId: ws, id: a!.id })).customer?.stats?.leads).toBe(2n);
+    expect((await rpcError(c.setCustomersStats({ workspaceId: ws, items: [] }))).code).toBe(Code.InvalidArgument);
+  });
+
   it("stitches: finds or creates, filling only missing fields", async () => {
     const s1 = await c.stitchCustomer({ workspaceId: ws, externalId: "stitch-1", email: "s@x.io" });
     expect(s1.created).toBe(true);

@@ -106,4 +106,10 @@ export class FakeCustomersRepository implements CustomersRepository {
     this.docs.set(customerId, { ...d, stats, statsVersion: version });
     return "applied";
   }
+
+  async setStatsMany(workspaceId: string, items: ReadonlyArray<{ customerId: string; stats: StatsDoc; version: number }>): Promise<number> {
+    let applied = 0;
+    for (const i of items) if ((await this.setStats(workspaceId, i.customerId, i.stats, i.version)) === "applied") applied++;
+    return applied;
+  }
 }

@@ -28,6 +28,7 @@ describe("access table from the contracts", () => {
       StitchCustomer: ["analytics"],
       StitchCustomers: ["analytics"],
       SetCustomerStats: ["analytics"],
+      SetCustomersStats: ["analytics"],
       ScrubCustomer: ["customers"],
       RegisterCustomer: ["customers"],
       ListSnapshotInvalidations: ["gateway"],
