@@ -100,6 +100,25 @@ export function splitPartialDay(a: number, b: number): { hours: [string, string]
   return { hours: [hourKey(firstWhole), hourKey(endWhole - HOUR_MS)], edges };
 }
 
+/** [a, b] cut at hour boundaries: one piece per hour it touches. */
+function piecesByHour(a: number, b: number): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (let from = a; from <= b; ) {
+    const to = Math.min(b, Math.floor(from / HOUR_MS) * HOUR_MS + HOUR_MS - 1);
+    out.push([from, to]);
+    from = to + 1;
+  }
+  return out;
+}
+
+const scaled = (v: CohortValues, k: number): CohortValues => ({
+  customers: k * v.customers,
+  leads: k * v.leads,
+  sales: k * v.sales,
+  revenue: k * v.revenue,
+  customersWithSale: k * v.customersWithSale,
+});
+
 /** The key an hour cell's customers have under `dim`: week and month from the hour, campaign and source from the cell. */
 function hourCellKey(c: HourCellDoc, dim: CohortDimension): string | null {
   if (dim === "week") return isoWeekKey(new Date(Date.parse(`${c.hour}:00:00Z`)));
@@ -116,15 +135,28 @@ export async function cohorts(repo: AnalyticsRepository, ws: string, dim: Cohort
   const { fromDay, toDay, partial } = splitRange(range);
   const dayDim = dim === "week" || dim === "month" ? "day" : dim;
   // A partial interval lies within one day: its whole hours come from the hour cells (one query
-  // per interval), the partial hours at its ends from the member lists of those hours (one read
-  // for all of them), each candidate checked against its totals.
+  // per interval). A partial hour at its ends is read from the member list of its hour, each
+  // candidate checked against its totals: the members anchored inside the piece when it is at
+  // most half the hour, else the hour's cell less the members anchored in the rest of the hour —
+  // so a crowded hour cut near its end costs its few members outside the range, not all of them.
   const hourRanges: Array<[string, string]> = [];
-  const edges: Array<[number, number]> = [];
+  const added: Array<[number, number]> = [];
+  const subtracted: Array<[number, number]> = [];
   for (const [a, b] of partial) {
     const split = splitPartialDay(a, b);
     if (split.hours !== null) hourRanges.push(split.hours);
-    edges.push(...split.edges);
+    for (const [from, to] of split.edges.flatMap(([x, y]) => piecesByHour(x, y))) {
+      if (to - from + 1 <= HOUR_MS / 2) {
+        added.push([from, to]);
+        continue;
+      }
+      const h0 = Math.floor(from / HOUR_MS) * HOUR_MS;
+      hourRanges.push([hourKey(h0), hourKey(h0)]);
+      if (from > h0) subtracted.push([h0, from - 1]);
+      if (to < h0 + HOUR_MS - 1) subtracted.push([to + 1, h0 + HOUR_MS - 1]);
+    }
   }
+  const edges = [...added, ...subtracted];
   const [dayCells, hourCells, edgeTotals] = await Promise.all([
     fromDay <= toDay ? dayCellsInRange(repo, ws, dayDim, fromDay, toDay) : Promise.resolve([]),
     Promise.all(hourRanges.map(([from, to]) => repo.hourCellsBetween(ws, from, to))),
@@ -138,9 +170,12 @@ export async function cohorts(repo: AnalyticsRepository, ws: string, dim: Cohort
   for (const t of edgeTotals.values()) {
     const s = stateOf(t);
     const at = cohortAnchor(s)?.getTime();
-    if (at === undefined || !edges.some(([a, b]) => at >= a && at <= b)) continue;
+    if (at === undefined) continue;
+    const within = (list: Array<[number, number]>) => list.some(([a, b]) => at >= a && at <= b);
+    const sign = within(added) ? 1 : within(subtracted) ? -1 : 0;
+    if (sign === 0) continue;
     const cell = contributions(ws, s).find((c) => c.collection === "cohort_cells" && c.fields["dim"] === dim);
-    if (cell !== undefined) addInto(m, cell.fields["key"] as string | null, cohortValues(s));
+    if (cell !== undefined) addInto(m, cell.fields["key"] as string | null, scaled(cohortValues(s), sign));
   }
   return toRows(m);
 }

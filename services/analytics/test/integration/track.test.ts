@@ -97,9 +97,9 @@ describe("analytics tracking and reads", () => {
       ["lead", "2026-01-06T00:00:00.000Z"],
       ["sale", "2026-01-07T00:00:00.000Z"],
     ]);
-    // A sub-hour edge of a partial day reads the anchor-hour member lists (first touch: the click, 01-05 00:00).
+    // A short sub-hour edge of a partial day reads the anchor-hour member lists (first touch: the click, 01-05 00:00).
     const partialDay = async () =>
-      (await a.getCohorts({ workspaceId: ws, groupBy: "week", start: "2026-01-04T12:00:00Z", end: "2026-01-05T00:30:00Z" })).cohorts.map((c) => [c.cohort, c.customers]);
+      (await a.getCohorts({ workspaceId: ws, groupBy: "week", start: "2026-01-04T12:00:00Z", end: "2026-01-05T00:20:00Z" })).cohorts.map((c) => [c.cohort, c.customers]);
     expect(await partialDay()).toEqual([["2026-W02", 1n]]);
     // Member lists are derived: a rebuild recreates them from the raw events.
     const { db, close } = await pluginDatabase(mesh, "analytics");
@@ -114,7 +114,7 @@ describe("analytics tracking and reads", () => {
     expect(cohorts.cohorts.map((c) => [c.cohort, c.customers, c.sales, c.revenue])).toEqual([["2026-W02", 1n, 1n, 10n]]);
   });
 
-  it("answers the whole hours of a partial day from hour cells and only its sub-hour edges from the member lists", async () => {
+  it("answers the whole hours of a partial day from hour cells, short sub-hour edges from the member lists and long ones as the hour's cell less the members outside", async () => {
     const { id: ws } = await mesh.workspace({ currency: "USD" });
     const a = mesh.host.client(AnalyticsService);
     const events = [
@@ -146,15 +146,21 @@ describe("analytics tracking and reads", () => {
       month: [["2026-01", 3n, 70n]],
     };
     expect(await whole()).toEqual(expected);
-    // A sub-hour edge: 12:05 to 13:00 holds the 12:10 customer (source "null", not null).
-    const edge = () => rows("source", "2026-01-05T12:05:00Z", "2026-01-05T13:00:00Z");
+    // A short sub-hour edge (at most half an hour): 12:05 to 12:30 holds the 12:10 customer (source "null", not null).
+    const edge = () => rows("source", "2026-01-05T12:05:00Z", "2026-01-05T12:30:00Z");
     expect(await edge()).toEqual([["null", 1n, 0n]]);
+    // Long edges: the 12:00 hour's cell, less its members anchored outside the range.
+    const longEdge = () => rows("source", "2026-01-05T12:09:00Z", "2026-01-05T12:59:00Z");
+    expect(await longEdge()).toEqual([["null", 1n, 0n]]);
+    expect(await rows("source", "2026-01-05T12:11:00Z", "2026-01-05T12:59:00Z")).toEqual([]);
+    expect(await rows("source", "2026-01-05T12:00:00Z", "2026-01-05T12:10:00Z")).toEqual([["null", 1n, 0n]]);
 
     const { db, close } = await pluginDatabase(mesh, "analytics");
     try {
-      // Without the member lists the whole hours still answer; the sub-hour edge does not.
+      // Without the member lists the whole hours and the long edge still answer; the short edge does not.
       await db.collection("member_buckets").deleteMany({ workspaceId: ws });
       expect(await whole()).toEqual(expected);
+      expect(await longEdge()).toEqual([["null", 1n, 0n]]);
       expect(await edge()).toEqual([]);
       // Without the hour cells the whole hours answer nothing: that is where they come from.
       expect(await db.collection("cohort_hour_cells").countDocuments({ workspaceId: ws })).toBe(4);
