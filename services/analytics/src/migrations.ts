@@ -47,7 +47,7 @@ async function splitAttributionCells(repo: AnalyticsRepository, ops: WriteOps, l
   // that stops in between finds the indexes again and requests them again.
   const old: Array<{ col: (typeof repo)["attributionCells"]; name: string }> = [];
   for (const col of [repo.attributionCells, repo.attributionDayCells, repo.attributionReturnCells]) {
-    const names = (await dbCall(col.collectionName, "listIndexes", (o) => col.listIndexes(o).toArray())).map((i) => i["name"] as string);
+    const names = await repo.indexNames(col);
     for (const name of names.filter((n) => OLD_ATTRIBUTION_INDEXES.includes(n))) old.push({ col, name });
   }
   if (old.length === 0) return;

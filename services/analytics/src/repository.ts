@@ -477,16 +477,20 @@ export class AnalyticsRepository {
   }
 
   /** Whether `cohort_hour_cells` has its index yet (false too while the collection does not exist). */
-  async hasHourCellIndex(): Promise<boolean> {
-    const names = await dbCall("cohort_hour_cells", "listIndexes", async (o) => {
+  /** The names of a collection's indexes; none when the collection does not exist yet. */
+  async indexNames<T extends Document>(col: Collection<T>): Promise<string[]> {
+    return dbCall(col.collectionName, "listIndexes", async (o) => {
       try {
-        return (await this.hourCells.listIndexes(o).toArray()).map((i) => i["name"] as string);
+        return (await col.listIndexes(o).toArray()).map((i) => i["name"] as string);
       } catch (err) {
         if ((err as { code?: unknown }).code === 26) return []; // NamespaceNotFound: no collection yet
         throw err;
       }
     });
-    return names.includes(HOUR_CELL_INDEX);
+  }
+
+  async hasHourCellIndex(): Promise<boolean> {
+    return (await this.indexNames(this.hourCells)).includes(HOUR_CELL_INDEX);
   }
 
   async ensureHourCellIndex(): Promise<void> {
