@@ -138,12 +138,12 @@ describe("a bulk of updates by _id", () => {
 
   it("applies the same _id's statements in order within one bulk, over more statements than one chunk", async () => {
     // 2,500 statements on 10 documents: every chunk of 1,000 reads the documents the previous one wrote.
-    const coll = db.collection<Document>("bulk_repeated");
-    const ops: AnyBulkWriteOperation<Document>[] = Array.from({ length: 2_500 }, (_, i) => ({
+    const coll = db.collection<{ _id: string; n: Int32 }>("bulk_repeated");
+    const ops: AnyBulkWriteOperation<{ _id: string; n: Int32 }>[] = Array.from({ length: 2_500 }, (_, i) => ({
       updateOne: { filter: { _id: `k${i % 10}`, n: int(Math.floor(i / 10)) }, update: { $inc: { n: int(1) } }, upsert: i < 10 },
     }));
     const r = await coll.bulkWrite(ops, { ordered: true });
     expect({ matched: r.matchedCount, modified: r.modifiedCount, upserted: r.upsertedCount }).toEqual({ matched: 2_490, modified: 2_490, upserted: 10 });
-    expect(await coll.countDocuments({ n: 250 })).toBe(10);
+    expect(await coll.countDocuments({ n: int(250) })).toBe(10);
   });
 });
