@@ -42,11 +42,11 @@ import { customerCredits, DEFAULT_HALF_LIFE_DAYS, MODELS, type Credit, type Mode
 import { DIMENSIONS, type AttributionDimension } from "./attribution-cells.js";
 import { workspaceAttribution } from "./attribution-report.js";
 import { checkDayRange, checkRange } from "./dates.js";
-import type { TrackCoalescer } from "./coalescer.js";
+import type { Coalescer } from "./coalescer.js";
 import type { Ingestion, TrackOutcome } from "./ingestion.js";
 import type { SnapshotInvalidations } from "./invalidations.js";
 import { cohorts, ltvCohorts } from "./reads.js";
-import type { AnalyticsRepository } from "./repository.js";
+import type { AnalyticsRepository, TotalsDoc } from "./repository.js";
 import { stateOf, type Rollups } from "./rollups.js";
 import type { StatsPusher } from "./stats-push.js";
 import type { WorkspaceCurrencies } from "./workspace-currency.js";
@@ -90,8 +90,10 @@ export interface AnalyticsParts {
   readonly repo: AnalyticsRepository;
   readonly ingestion: Pick<Ingestion, "ingest">;
   /** Single tracking calls, gathered into batches (coalescer.ts). */
-  readonly coalescer: Pick<TrackCoalescer, "track">;
-  readonly rollups: Pick<Rollups, "recalculate" | "register" | "rebuild">;
+  readonly tracking: Pick<Coalescer<IncomingEvent, TrackOutcome>, "submit">;
+  /** Registrations, gathered into batches (coalescer.ts, Rollups.registerMany). */
+  readonly registrations: Pick<Coalescer<{ customerId: string; createdAt: Date }, TotalsDoc | null>, "submit">;
+  readonly rollups: Pick<Rollups, "recalculate" | "rebuild">;
   readonly stats: Pick<StatsPusher, "push">;
   readonly currencies: Pick<WorkspaceCurrencies, "of">;
   readonly invalidations: Pick<SnapshotInvalidations, "since">;
@@ -107,7 +109,7 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
   private async trackOne(ws: string, check: () => IncomingEvent) {
     checkWorkspaceId(ws);
     const event = check();
-    const o = await this.parts.coalescer.track(ws, event);
+    const o = await this.parts.tracking.submit(ws, event);
     if (o.failure !== undefined) throw o.failure;
     return answer(o);
   }
@@ -379,7 +381,7 @@ export class AnalyticsHandler implements ServiceImpl<typeof AnalyticsService> {
     if (req.createdAt === undefined) v.add("createdAt", "is required");
     v.throwIfAny();
     const createdAt = timestampDate(req.createdAt!);
-    const doc = await this.parts.rollups.register(req.workspaceId, req.customerId, createdAt);
+    const doc = await this.parts.registrations.submit(req.workspaceId, { customerId: req.customerId, createdAt });
     return { registered: doc !== null };
   }
 

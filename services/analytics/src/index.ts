@@ -7,7 +7,7 @@
 import { AnalyticsService, CustomersService, WorkspacesService } from "@linquid/contracts";
 import { runDetached, type Plugin } from "@linquid/mesh";
 import { AnalyticsHandler } from "./analytics-service.js";
-import { TrackCoalescer } from "./coalescer.js";
+import { Coalescer } from "./coalescer.js";
 import { Ingestion } from "./ingestion.js";
 import { migrateStoredForms } from "./migrations.js";
 import { SnapshotInvalidations } from "./invalidations.js";
@@ -15,6 +15,7 @@ import { Recovery, SWEEP_EVERY_MS } from "./recovery.js";
 import { AnalyticsRepository } from "./repository.js";
 import { Rollups } from "./rollups.js";
 import { StatsPusher } from "./stats-push.js";
+import type { IncomingEvent } from "./validation.js";
 import { WorkspaceCurrencies } from "./workspace-currency.js";
 import { WriteOps } from "./write-ops.js";
 
@@ -33,9 +34,11 @@ const plugin: Plugin = {
     const rollups = new Rollups(repo, ops, stats, invalidations);
     const ingestion = new Ingestion(repo, rollups, ops, stats, currencies, customers, ctx.logger);
     const recovery = new Recovery(repo, ops, rollups, stats, ctx.logger, invalidations);
-    // Single tracking calls take the batch path; their callers read their own customer stats.
-    const coalescer = new TrackCoalescer((ws, events) => ingestion.ingest(ws, events, "await"));
-    const handler = new AnalyticsHandler({ repo, ingestion, coalescer, rollups, stats, currencies, invalidations }, customers);
+    // Single tracking calls and registrations take the batch path; tracking callers read their
+    // own customer stats.
+    const tracking = new Coalescer((ws: string, events: readonly IncomingEvent[]) => ingestion.ingest(ws, events, "await"));
+    const registrations = new Coalescer((ws: string, items: ReadonlyArray<{ customerId: string; createdAt: Date }>) => rollups.registerMany(ws, items));
+    const handler = new AnalyticsHandler({ repo, ingestion, tracking, registrations, rollups, stats, currencies, invalidations }, customers);
     let sweeping: Promise<unknown> | undefined;
     // Sweeps run outside any RPC; one at a time per process (a rebuild may outlast the period).
     const timer = setInterval(() => {

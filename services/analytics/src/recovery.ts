@@ -73,9 +73,7 @@ export class Recovery {
     const customerIds =
       op.kind === "ingest"
         ? [...new Set((await this.repo.findEvents(op.eventIds)).filter((e) => e.opId === op._id && e.customerId !== null).map((e) => e.customerId!))]
-        : op.customerId === undefined
-          ? []
-          : [op.customerId];
+        : [...(op.customerIds ?? []), ...(op.customerId === undefined ? [] : [op.customerId])];
     const current = await this.repo.findTotals(ws, customerIds);
     const partial = customerIds.some((c) => current.get(c)?.recentOps.includes(op._id));
     if (partial) {

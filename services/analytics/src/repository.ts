@@ -134,8 +134,10 @@ export interface OpDoc {
   kind: OpKind;
   /** ingest: the events this op inserts or attaches. */
   eventIds: string[];
-  /** register, recalculate: the customer. */
+  /** recalculate (and a register marker written before registrations were batched): the customer. */
   customerId?: string;
+  /** register: the customers whose creation times the op records. */
+  customerIds?: string[];
   startedAt: Date;
   /** When recovery may take the op over (its writer presumed dead); a recovery lease moves it. */
   due: Date;

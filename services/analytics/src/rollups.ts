@@ -72,12 +72,34 @@ export class Rollups {
       byCustomer.set(e.customerId, list);
     }
     if (byCustomer.size === 0) return [];
-    let current = await this.repo.findTotals(ws, [...byCustomer.keys()]);
+    const { written, cells } = await this.transition(ws, opId, [...byCustomer.keys()], (c, before) => foldEvents(before, byCustomer.get(c)!));
+    // Attribution reads the customers' stored clicks and sales (these events included: they were
+    // stored before the fold), alongside the cell writes. Customers that already had the op
+    // (recovery) are refreshed too: a refresh is idempotent.
+    const credited = [...byCustomer].filter(([, list]) => list.some((e) => e.type === "click" || e.type === "sale")).map(([c]) => c);
+    await Promise.all([cells, this.attribution.refresh(ws, credited)]);
+    return [...written.values()];
+  }
+
+  /**
+   * Moves customers' totals from their current state to `next(customer, current)` as op `opId`
+   * (null: leave it), each by compare-and-set, retrying the customers another writer moved
+   * first; customers that have the op already (recovery) are left. Then the cells and member
+   * lists move by the winners' differences, in one bulk each: `cells`, already under way, for
+   * the caller to await with whatever else it writes meanwhile. `written`: the totals written, by customer.
+   */
+  private async transition(
+    ws: string,
+    opId: string,
+    customerIds: readonly string[],
+    next: (customerId: string, before: TotalsState) => TotalsState | null,
+  ): Promise<{ written: Map<string, TotalsDoc>; cells: Promise<unknown> }> {
+    let current = await this.repo.findTotals(ws, customerIds);
     const deadline = Date.now() + CONTENTION_MS;
     const deltas = new Map<string, CellDelta>();
     const members: AnchorMember[] = [];
-    const written: TotalsDoc[] = [];
-    let pending = [...byCustomer.keys()];
+    const written = new Map<string, TotalsDoc>();
+    let pending = [...customerIds];
     for (let attempt = 0; pending.length > 0; attempt++) {
       if (attempt > 0) {
         await pauseBeforeRetry(attempt, deadline, CONTENDED);
@@ -86,9 +108,10 @@ export class Rollups {
       const writes: Array<{ customerId: string; before: TotalsState; after: TotalsState; doc: TotalsDoc; expectedVersion: number }> = [];
       for (const customerId of pending) {
         const doc = current.get(customerId);
-        if (doc?.recentOps.includes(opId)) continue; // already folded (recovery)
+        if (doc?.recentOps.includes(opId)) continue; // already done (recovery)
         const before = stateOf(doc);
-        const after = foldEvents(before, byCustomer.get(customerId)!);
+        const after = next(customerId, before);
+        if (after === null) continue;
         const expectedVersion = doc?.version ?? 0;
         writes.push({ customerId, before, after, expectedVersion, doc: totalsDoc(ws, customerId, after, expectedVersion + 1, [...(doc?.recentOps ?? []), opId]) });
       }
@@ -99,16 +122,11 @@ export class Rollups {
         accumulate(deltas, contributions(ws, w.after), 1);
         const member = movedAnchor(w.customerId, w.before, w.after);
         if (member !== null) members.push(member);
-        written.push(w.doc);
+        written.set(w.customerId, w.doc);
       }
       pending = [...lost];
     }
-    // Attribution reads the customers' stored clicks and sales (these events included: they were
-    // stored before the fold). Customers that already had the op (recovery) are refreshed too: a
-    // refresh is idempotent.
-    const credited = [...byCustomer].filter(([, list]) => list.some((e) => e.type === "click" || e.type === "sale")).map(([c]) => c);
-    await Promise.all([this.repo.applyDeltas(nonZero(deltas)), this.repo.addMembers(ws, members), this.attribution.refresh(ws, credited)]);
-    return written;
+    return { written, cells: Promise.all([this.repo.applyDeltas(nonZero(deltas)), this.repo.addMembers(ws, members)]) };
   }
 
   /**
@@ -164,24 +182,26 @@ export class Rollups {
   }
 
   /**
-   * Records a customer's creation time (RegisterCustomer); moves it into the cohort of that time
-   * when it has no touchpoint. Null when it was known already.
+   * Records customers' creation times (RegisterCustomer, gathered per workspace by the
+   * registration coalescer), all under one op: each customer without a touchpoint moves into the
+   * cohort of its creation time. One outcome per item: its totals, or null when its creation
+   * time was known already (or an earlier item of the same customer recorded it).
    */
-  async register(ws: string, customerId: string, createdAt: Date): Promise<TotalsDoc | null> {
+  async registerMany(ws: string, items: ReadonlyArray<{ customerId: string; createdAt: Date }>): Promise<Array<TotalsDoc | null>> {
+    const createdAt = new Map<string, Date>();
+    for (const { customerId, createdAt: at } of items) if (!createdAt.has(customerId)) createdAt.set(customerId, at);
+    const customerIds = [...createdAt.keys()];
     const opId = newId("op");
-    return this.ops.run({ _id: opId, workspaceId: ws, kind: "register", eventIds: [], customerId }, async () => {
-      const deadline = Date.now() + CONTENTION_MS;
-      for (let attempt = 0; ; attempt++) {
-        if (attempt > 0) await pauseBeforeRetry(attempt, deadline, CONTENDED);
-        const doc = (await this.repo.findTotals(ws, [customerId])).get(customerId);
-        const before = stateOf(doc);
-        if (before.createdAt !== null) return null;
-        const after = { ...before, createdAt };
-        const next = totalsDoc(ws, customerId, after, (doc?.version ?? 0) + 1, [...(doc?.recentOps ?? []), opId]);
-        if (!(await this.repo.writeTotals(next, doc?.version ?? 0))) continue;
-        await this.moveCustomer(ws, customerId, before, after);
-        return next;
-      }
+    const written = await this.ops.run({ _id: opId, workspaceId: ws, kind: "register", eventIds: [], customerIds }, async () => {
+      const moved = await this.transition(ws, opId, customerIds, (c, before) => (before.createdAt !== null ? null : { ...before, createdAt: createdAt.get(c)! }));
+      await moved.cells;
+      return moved.written;
+    });
+    const answered = new Set<string>();
+    return items.map(({ customerId }) => {
+      if (answered.has(customerId)) return null;
+      answered.add(customerId);
+      return written.get(customerId) ?? null;
     });
   }
 

@@ -174,6 +174,33 @@ describe("analytics tracking and reads", () => {
       await close();
     }
   });
+
+  it("records concurrent registrations of a workspace together: each customer once, in the cohort of its creation time, the same as a rebuild", async () => {
+    const { id: ws } = await mesh.workspace({ currency: "USD" });
+    const a = mesh.host.client(AnalyticsService);
+    const at = (i: number) => ts(`2026-0${1 + (i % 3)}-1${i % 10}T0${i % 10}:00:00Z`);
+    const ids = Array.from({ length: 30 }, (_, i) => `cus_reg${i}`);
+    // 30 at once, one of them twice, and one customer that already has a touchpoint.
+    await a.trackLead({ workspaceId: ws, externalId: "toucher", eventId: "t1", timestamp: ts("2026-05-01T00:00:00Z") });
+    const toucher = (await mesh.host.client(CustomersService).getCustomer({ workspaceId: ws, id: "ext_toucher" })).customer!.id;
+    const answers = await Promise.all([
+      ...ids.map((customerId, i) => a.registerCustomer({ workspaceId: ws, customerId, createdAt: at(i) })),
+      a.registerCustomer({ workspaceId: ws, customerId: ids[0]!, createdAt: at(0) }),
+      a.registerCustomer({ workspaceId: ws, customerId: toucher, createdAt: ts("2026-04-01T00:00:00Z") }),
+    ]);
+    expect(answers.slice(0, 30).every((r) => r.registered)).toBe(true);
+    // The repeat finds the creation time recorded (by its own batch or an earlier one).
+    expect(answers[30]!.registered).toBe(false);
+    // The customer with a touchpoint gets its creation time, but its first touch stays its cohort anchor.
+    expect(answers[31]!.registered).toBe(true);
+    const cohorts = async () => (await a.getCohorts({ workspaceId: ws, groupBy: "month" })).cohorts.map((c) => [c.cohort, c.customers]);
+    const expected = [["2026-01", 10n], ["2026-02", 10n], ["2026-03", 10n], ["2026-05", 1n]];
+    expect(await cohorts()).toEqual(expected);
+    expect((await a.registerCustomer({ workspaceId: ws, customerId: ids[5]!, createdAt: at(5) })).registered).toBe(false);
+    // The rollups written by the batches are those a rebuild computes from scratch.
+    await a.rebuildWorkspace({ workspaceId: ws });
+    expect(await cohorts()).toEqual(expected);
+  });
 });
 
 describe("analytics with the customers service unreachable", () => {

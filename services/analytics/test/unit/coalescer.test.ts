@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { inheritedTimeoutMs, runWithDeadline } from "@linquid/mesh";
 import { describe, expect, it } from "vitest";
-import { TrackCoalescer } from "../../src/coalescer.js";
+import { Coalescer } from "../../src/coalescer.js";
 import type { TrackOutcome } from "../../src/ingestion.js";
 import type { IncomingEvent } from "../../src/validation.js";
 
@@ -19,11 +19,11 @@ function recorder(fail?: (batch: readonly IncomingEvent[]) => boolean) {
   return { batches, ingest };
 }
 
-describe("TrackCoalescer", () => {
+describe("Coalescer", () => {
   it("gathers concurrent calls of a workspace into one batch and answers each with its own outcome", async () => {
     const { batches, ingest } = recorder();
-    const c = new TrackCoalescer(ingest, 20);
-    const [a, b, bad, other] = await Promise.all([c.track("ws1", event("a")), c.track("ws1", event("b")), c.track("ws1", event("bad")), c.track("ws2", event("x"))]);
+    const c = new Coalescer(ingest, 20);
+    const [a, b, bad, other] = await Promise.all([c.submit("ws1", event("a")), c.submit("ws1", event("b")), c.submit("ws1", event("bad")), c.submit("ws2", event("x"))]);
     expect(batches.map((x) => [x.ws, x.ids])).toEqual([
       ["ws1", ["a", "b", "bad"]],
       ["ws2", ["x"]],
@@ -36,10 +36,10 @@ describe("TrackCoalescer", () => {
 
   it("sends a full batch at once and starts the next one", async () => {
     const { batches, ingest } = recorder();
-    const c = new TrackCoalescer(ingest, 60_000, 2);
-    await Promise.all([c.track("ws", event("1")), c.track("ws", event("2"))]);
-    const third = c.track("ws", event("3"));
-    const fourth = c.track("ws", event("4"));
+    const c = new Coalescer(ingest, 60_000, 2);
+    await Promise.all([c.submit("ws", event("1")), c.submit("ws", event("2"))]);
+    const third = c.submit("ws", event("3"));
+    const fourth = c.submit("ws", event("4"));
     await Promise.all([third, fourth]);
     expect(batches.map((x) => x.ids)).toEqual([
       ["1", "2"],
@@ -55,20 +55,20 @@ describe("TrackCoalescer", () => {
       await new Promise<void>((r) => gates.push(r));
       return events.map((e) => ({ eventId: e.eventId, customerId: null, duplicate: false }));
     };
-    const c = new TrackCoalescer(ingest, 1, 500, 2);
+    const c = new Coalescer(ingest, 1, 500, 2);
     const settle = () => new Promise((r) => setTimeout(r, 10));
-    const calls = [c.track("ws", event("a"))];
+    const calls = [c.submit("ws", event("a"))];
     await settle();
-    calls.push(c.track("ws", event("b")));
+    calls.push(c.submit("ws", event("b")));
     await settle();
     // Two batches run; everything after waits, gathered, whatever its window said.
-    for (const id of ["c", "d", "e"]) calls.push(c.track("ws", event(id)));
+    for (const id of ["c", "d", "e"]) calls.push(c.submit("ws", event(id)));
     await settle();
-    calls.push(c.track("ws", event("f")));
+    calls.push(c.submit("ws", event("f")));
     await settle();
     expect(started).toEqual([["a"], ["b"]]);
     // Another workspace is not held up.
-    const other = c.track("ws2", event("x"));
+    const other = c.submit("ws2", event("x"));
     await settle();
     expect(started).toEqual([["a"], ["b"], ["x"]]);
     gates.shift()!();
@@ -83,20 +83,20 @@ describe("TrackCoalescer", () => {
 
   it("fails every call of a batch whose ingestion fails", async () => {
     const { ingest } = recorder((events) => events.length > 1);
-    const c = new TrackCoalescer(ingest, 20);
-    const outcomes = await Promise.allSettled([c.track("ws", event("a")), c.track("ws", event("b"))]);
+    const c = new Coalescer(ingest, 20);
+    const outcomes = await Promise.allSettled([c.submit("ws", event("a")), c.submit("ws", event("b"))]);
     expect(outcomes.map((o) => o.status)).toEqual(["rejected", "rejected"]);
     expect(ConnectError.from((outcomes[0] as PromiseRejectedResult).reason).code).toBe(Code.Unavailable);
   });
 
   it("batches only calls with deadlines of the same order, under the shortest of them", async () => {
     const { batches, ingest } = recorder();
-    const c = new TrackCoalescer(ingest, 20);
+    const c = new Coalescer(ingest, 20);
     await Promise.all([
-      runWithDeadline(15_000, () => c.track("ws", event("a"))),
-      runWithDeadline(14_000, () => c.track("ws", event("b"))),
-      runWithDeadline(1_200, () => c.track("ws", event("short"))),
-      c.track("ws", event("none")),
+      runWithDeadline(15_000, () => c.submit("ws", event("a"))),
+      runWithDeadline(14_000, () => c.submit("ws", event("b"))),
+      runWithDeadline(1_200, () => c.submit("ws", event("short"))),
+      c.submit("ws", event("none")),
     ]);
     const byIds = new Map(batches.map((b) => [b.ids.join(","), b.timeoutMs]));
     expect([...byIds.keys()].sort()).toEqual(["a,b", "none", "short"]);
