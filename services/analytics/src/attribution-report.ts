@@ -39,11 +39,11 @@ export async function workspaceAttribution(
       rows.set(id, row);
     }
   };
-  if (range.startDay === undefined && range.endDay === undefined) add(await repo.attributionCellsOf(ws, dim), true);
+  if (range.startDay === undefined && range.endDay === undefined) add(await repo.attributionCellsOf(ws, dim, model), true);
   else {
     const from = range.startDay ?? "0000-00-00";
     const to = range.endDay ?? "9999-99-99";
-    const [days, returns] = await Promise.all([repo.attributionDayCellsOf(ws, dim, from, to), repo.attributionReturnCellsOf(ws, dim, from, to)]);
+    const [days, returns] = await Promise.all([repo.attributionDayCellsOf(ws, dim, from, to, model), repo.attributionReturnCellsOf(ws, dim, from, to, model)]);
     add(days, true);
     add(returns, false);
   }

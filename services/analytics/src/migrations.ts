@@ -18,6 +18,9 @@
  *
  * Customer timelines (`timeline_buckets`): a customer's events are read through the `journey`
  * index of `events` instead, so the collection an older build kept is dropped.
+ *
+ * Return cells: their index `ws_dim_day_prev` replaces `ws_dim_day` (a prefix of it), which an
+ * older build created; the old one is dropped, as every write would keep it up for nothing.
  */
 import { dbCall, type Logger } from "@linquid/mesh";
 import type { AnalyticsRepository } from "./repository.js";
@@ -29,6 +32,9 @@ export async function migrateStoredForms(repo: AnalyticsRepository, ops: WriteOp
   if (await repo.dropRetired("timeline_buckets")) logger.info("customer timelines of an older build dropped (read from the events now)");
   await addHourCells(repo, ops, logger);
   await splitAttributionCells(repo, ops, logger);
+  if ((await repo.indexNames(repo.attributionReturnCells)).includes("ws_dim_day")) {
+    await dbCall("attribution_return_cells", "dropIndex", (o) => repo.attributionReturnCells.dropIndex("ws_dim_day", o));
+  }
 }
 
 async function addHourCells(repo: AnalyticsRepository, ops: WriteOps, logger: Logger): Promise<void> {
