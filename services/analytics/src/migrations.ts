@@ -32,9 +32,7 @@ export async function migrateStoredForms(repo: AnalyticsRepository, ops: WriteOp
   if (await repo.dropRetired("timeline_buckets")) logger.info("customer timelines of an older build dropped (read from the events now)");
   await addHourCells(repo, ops, logger);
   await splitAttributionCells(repo, ops, logger);
-  if ((await repo.indexNames(repo.attributionReturnCells)).includes("ws_dim_day")) {
-    await dbCall("attribution_return_cells", "dropIndex", (o) => repo.attributionReturnCells.dropIndex("ws_dim_day", o));
-  }
+  await repo.dropRetiredIndex(repo.attributionReturnCells, "ws_dim_day");
 }
 
 async function addHourCells(repo: AnalyticsRepository, ops: WriteOps, logger: Logger): Promise<void> {

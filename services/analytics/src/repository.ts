@@ -187,6 +187,12 @@ async function insertAll<T extends Document>(col: Collection<T>, docs: readonly 
   await dbCall(col.collectionName, "insertMany", (o) => col.insertMany(docs as OptionalUnlessRequiredId<T>[], { ...o, ordered: false }));
 }
 
+/**
+ * The projection of an attribution cell onto one model's figures: a report reads one model of
+ * many cells, and the other four stay out of the reply and its decoding.
+ */
+const modelFigures = (model: Model) => ({ key: 1, [model]: 1 });
+
 export class AnalyticsRepository {
   readonly events: Collection<EventDoc>;
   readonly owners: Collection<ClickOwnerDoc>;
@@ -236,6 +242,11 @@ export class AnalyticsRepository {
       out.push(...((await dbCall(col.collectionName, "find", (o) => col.find({ _id: { $in: part } } as never, o).toArray())) as T[]));
     }
     return out;
+  }
+
+  /** Drops an index an older build created and this one does not (nothing when there is none). */
+  async dropRetiredIndex<T extends Document>(col: Collection<T>, name: string): Promise<void> {
+    if ((await this.indexNames(col)).includes(name)) await dbCall(col.collectionName, "dropIndex", (o) => col.dropIndex(name, o));
   }
 
   /** Drops a collection an older build kept and this one does not; false when there is none. */
@@ -600,25 +611,20 @@ export class AnalyticsRepository {
     );
   }
 
-  /*
-   * The report reads one model's figures of many cells: the projection keeps the others (four of
-   * five) out of the reply and the decoding.
-   */
-
   attributionCellsOf(ws: string, dim: string, model: Model): Promise<AttributionCellDoc[]> {
-    return dbCall("attribution_cells", "find", (o) => this.attributionCells.find({ workspaceId: ws, dim }, { ...o, projection: { key: 1, [model]: 1 } }).toArray());
+    return dbCall("attribution_cells", "find", (o) => this.attributionCells.find({ workspaceId: ws, dim }, { ...o, projection: modelFigures(model) }).toArray());
   }
 
   attributionDayCellsOf(ws: string, dim: string, fromDay: string, toDay: string, model: Model): Promise<AttributionCellDoc[]> {
     return dbCall("attribution_day_cells", "find", (o) =>
-      this.attributionDayCells.find({ workspaceId: ws, dim, day: { $gte: fromDay, $lte: toDay } }, { ...o, projection: { key: 1, [model]: 1 } }).toArray(),
+      this.attributionDayCells.find({ workspaceId: ws, dim, day: { $gte: fromDay, $lte: toDay } }, { ...o, projection: modelFigures(model) }).toArray(),
     );
   }
 
   /** Return cells of the days in range whose previous day is before `fromDay` (attribution-cells.ts). */
   attributionReturnCellsOf(ws: string, dim: string, fromDay: string, toDay: string, model: Model): Promise<AttributionCellDoc[]> {
     return dbCall("attribution_return_cells", "find", (o) =>
-      this.attributionReturnCells.find({ workspaceId: ws, dim, day: { $gte: fromDay, $lte: toDay }, prev: { $lt: fromDay } }, { ...o, projection: { key: 1, [model]: 1 } }).toArray(),
+      this.attributionReturnCells.find({ workspaceId: ws, dim, day: { $gte: fromDay, $lte: toDay }, prev: { $lt: fromDay } }, { ...o, projection: modelFigures(model) }).toArray(),
     );
   }
 
